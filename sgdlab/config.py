@@ -1,0 +1,373 @@
+"""Typed, validated run configuration.
+
+A run is described by a TOML file that maps onto :class:`RunConfig` (sections ``data``,
+``model``, ``optim``, ``train`` and a list of ``[[probes]]`` tables), plus dotted
+overrides such as ``optim.lr=0.05``. Every error names the dotted field and is raised
+as :class:`~sgdlab.errors.ConfigError` before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import ConfigError
+
+DATASETS = (
+    "fashion-mnist", "mnist", "cifar10", "digits", "mnist1d", "gaussian-mixture", "teacher-student",
+)
+NORMALIZATIONS = ("none", "unit", "center", "standardize")
+INPUT_CORRUPTIONS = ("none", "shuffled-pixels", "random-pixels", "gaussian")
+ACTIVATIONS = ("relu", "tanh", "elu")
+LOSSES = ("cross_entropy", "mse")
+LR_SCHEDULES = ("constant", "step", "cosine", "cyclic")
+BATCH_SCHEDULES = ("constant", "step", "cyclic")
+OPTIMIZERS = ("sgd", "nsgd")
+
+
+@dataclass
+class DataConfig:
+    """Dataset, subset, normalization and corruption."""
+
+    name: str = "mnist1d"
+    root: str = ""  # data folder; "" -> $SGDLAB_DATA, then the user cache folder
+    file: str = ""  # explicit local file (.npz) or folder (idx.gz / CIFAR archive)
+    download: bool = True
+    n_train: int = 0  # 0 = all
+    n_test: int = 0  # 0 = all
+    stratified: bool = False
+    normalize: str = "standardize"
+    flatten: bool = False
+    label_noise: float = 0.0  # fraction of training labels replaced by uniform random labels
+    input_corruption: str = "none"
+    input_corruption_fraction: float = 1.0  # fraction of training inputs corrupted
+    # synthetic tasks (gaussian-mixture, teacher-student)
+    dim: int = 20
+    n_classes: int = 10  # gaussian-mixture classes; teacher-student output dimension
+    separation: float = 3.0  # gaussian-mixture: scale of the class means
+    teacher_width: int = 32
+    noise_std: float = 0.0  # teacher-student: Gaussian noise added to targets
+
+    def check(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        _choice("data.normalize", self.normalize, NORMALIZATIONS)
+        _choice("data.input_corruption", self.input_corruption, INPUT_CORRUPTIONS)
+        _at_least("data.n_train", self.n_train, 0)
+        _at_least("data.n_test", self.n_test, 0)
+        _fraction("data.label_noise", self.label_noise)
+        _fraction("data.input_corruption_fraction", self.input_corruption_fraction)
+        _at_least("data.dim", self.dim, 1)
+        _at_least("data.n_classes", self.n_classes, 1)
+        _at_least("data.teacher_width", self.teacher_width, 1)
+        _at_least("data.noise_std", self.noise_std, 0.0)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture from the registry in :mod:`sgdlab.models`."""
+
+    name: str = "mlp"
+    depth: int = 2  # MLP: number of hidden layers
+    width: int = 256  # MLP: hidden units
+    width_mult: float = 1.0  # CNN / VGG / ResNet channel multiplier
+    activation: str = "relu"
+    batchnorm: bool = False
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        from sgdlab.models import MODELS
+
+        _choice("model.name", self.name, tuple(MODELS))
+        _choice("model.activation", self.activation, ACTIVATIONS)
+        _at_least("model.depth", self.depth, 0)
+        _at_least("model.width", self.width, 1)
+        _positive("model.width_mult", self.width_mult)
+        _fraction("model.dropout", self.dropout, closed_right=False)
+
+
+@dataclass
+class LRScheduleConfig:
+    """Learning-rate factor over training; multiplies ``optim.lr``.
+
+    constant: 1. step: ``gamma ** (number of milestones passed)``, milestones in epochs.
+    cosine: ``min_factor + (1 - min_factor) (1 + cos(pi t / T)) / 2`` over all steps.
+    cyclic: triangular between ``min_factor`` and 1 with ``period`` epochs, constant within
+    an epoch (the same factor as the cyclic batch-size schedule, so both give equal eta/S).
+    ``warmup`` steps of linear warm-up multiply any of them.
+    """
+
+    kind: str = "constant"
+    warmup: int = 0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_factor: float = 0.0
+    period: int = 10
+
+    def check(self) -> None:
+        _choice("optim.lr_schedule.kind", self.kind, LR_SCHEDULES)
+        _at_least("optim.lr_schedule.warmup", self.warmup, 0)
+        _positive("optim.lr_schedule.gamma", self.gamma)
+        _fraction("optim.lr_schedule.min_factor", self.min_factor)
+        _at_least("optim.lr_schedule.period", self.period, 1)
+        _increasing("optim.lr_schedule.milestones", self.milestones)
+
+
+@dataclass
+class BatchScheduleConfig:
+    """Batch size over epochs; multiplies ``optim.batch_size``.
+
+    step: ``factor ** (number of milestones passed)`` (batch-size growth in place of
+    learning-rate decay). cyclic: ``round(S / c)`` with ``c`` the cyclic factor of
+    :class:`LRScheduleConfig` (triangular between ``min_factor`` and 1, ``period`` epochs).
+    """
+
+    kind: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    factor: float = 2.0
+    min_factor: float = 0.25
+    period: int = 10
+
+    def check(self) -> None:
+        _choice("optim.batch_schedule.kind", self.kind, BATCH_SCHEDULES)
+        _positive("optim.batch_schedule.factor", self.factor)
+        _fraction("optim.batch_schedule.min_factor", self.min_factor)
+        if self.kind == "cyclic" and self.min_factor == 0:
+            raise ConfigError("optim.batch_schedule.min_factor: must be > 0 for a cyclic batch size")
+        _at_least("optim.batch_schedule.period", self.period, 1)
+        _increasing("optim.batch_schedule.milestones", self.milestones)
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum (heavy-ball or Nesterov) and weight decay; NSGD (Nudged SGD)."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128  # 0 = full batch (gradient descent)
+    nsgd_gamma: float = 1.0  # NSGD: factor on the gradient inside the top-K Hessian subspace
+    nsgd_k: int = 5
+    nsgd_every: int = 0  # NSGD: refresh the subspace every k steps; 0 = every epoch
+    nsgd_subset: int = 2048  # NSGD: examples used for the Hessian
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    batch_schedule: BatchScheduleConfig = field(default_factory=BatchScheduleConfig)
+
+    def check(self) -> None:
+        _choice("optim.name", self.name, OPTIMIZERS)
+        _positive("optim.lr", self.lr)
+        _fraction("optim.momentum", self.momentum, closed_right=False)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("optim.nesterov: needs optim.momentum > 0")
+        _at_least("optim.weight_decay", self.weight_decay, 0.0)
+        _at_least("optim.batch_size", self.batch_size, 0)
+        _at_least("optim.nsgd_gamma", self.nsgd_gamma, 0.0)
+        _at_least("optim.nsgd_k", self.nsgd_k, 1)
+        _at_least("optim.nsgd_every", self.nsgd_every, 0)
+        _at_least("optim.nsgd_subset", self.nsgd_subset, 1)
+        self.lr_schedule.check()
+        self.batch_schedule.check()
+
+
+@dataclass
+class TrainConfig:
+    """Length of training, loss, evaluation and checkpoint cadence."""
+
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop after this many steps even if epochs remain
+    loss: str = "cross_entropy"
+    eval_every: int = 0  # steps between evaluations; 0 = once per epoch
+    eval_batch_size: int = 4096
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
+    keep_checkpoints: int = 2
+    progress: str = "auto"  # auto (only on a terminal) | on | off
+
+    def check(self) -> None:
+        _at_least("train.epochs", self.epochs, 1)
+        _at_least("train.max_steps", self.max_steps, 0)
+        _choice("train.loss", self.loss, LOSSES)
+        _at_least("train.eval_every", self.eval_every, 0)
+        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
+        _at_least("train.checkpoint_every", self.checkpoint_every, 0)
+        _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+        _choice("train.progress", self.progress, ("auto", "on", "off"))
+
+
+@dataclass
+class RunConfig:
+    """One run: a configuration trained once."""
+
+    name: str = "run"
+    group: str = ""
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probes: list[dict] = field(default_factory=list)
+
+    def check(self) -> RunConfig:
+        if not self.name or not all(c.isalnum() or c in "_.-" for c in self.name):
+            raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, '_', '.', '-'")
+        _at_least("seed", self.seed, 0)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device: {self.device!r} must be auto, cpu, cuda or cuda:N")
+        _choice("dtype", self.dtype, ("float32", "float64"))
+        self.data.check()
+        self.model.check()
+        self.optim.check()
+        self.train.check()
+        for i, spec in enumerate(self.probes):
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ConfigError(f"probes[{i}]: must be a table with a 'name'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------
+# building from dicts, files and overrides
+
+
+def from_dict(data: dict[str, Any], cls: type = RunConfig, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = prefix + key
+        if key not in names:
+            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(dotted, value, hints[key])
+    return cls(**kwargs)
+
+
+def _coerce(dotted: str, value: Any, hint: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value, hint, dotted + ".")
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{dotted}: expected a list, got {value!r}")
+        return [_coerce(f"{dotted}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {hint}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{dotted}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{dotted}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{dotted}: must be finite, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{dotted}: expected a string, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{dotted}: expected a table, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as TOML, else as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of nested ``data`` with dotted overrides set (``{"optim.lr": 0.05}``)."""
+    out = json.loads(json.dumps(data))
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a dict; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> RunConfig:
+    """Config file (or defaults) + dotted overrides -> validated :class:`RunConfig`."""
+    data = read_config_file(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return from_dict(data).check()
+
+
+# ---------------------------------------------------------------------------------------
+# small validators: each names its field
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{name}: must be >= {low}, got {value}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+def _fraction(name: str, value: float, closed_right: bool = True) -> None:
+    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
+    if not ok:
+        bounds = "[0, 1]" if closed_right else "[0, 1)"
+        raise ConfigError(f"{name}: must be in {bounds}, got {value}")
+
+
+def _increasing(name: str, values: list[int]) -> None:
+    if any(b <= a for a, b in zip(values, values[1:])) or any(v < 0 for v in values):
+        raise ConfigError(f"{name}: must be non-negative and increasing, got {values}")

@@ -1,0 +1,23 @@
+"""Datasets on a device: official formats with checksummed downloads, local files, generated
+tasks; seeded subsets, label and input corruption with masks; normalization; batching.
+
+>>> from sgdlab.config import DataConfig
+>>> bundle = load_data(DataConfig(name="gaussian-mixture", n_train=100, n_test=50), seed=0)
+>>> bundle.x_train.shape, bundle.y_train.shape, bundle.input_shape
+(torch.Size([100, 20]), torch.Size([100]), (20,))
+>>> [len(idx) for idx in iterate_batches(bundle.n_train, 32, seed=0, epoch=0)]
+[32, 32, 32]
+"""
+
+from sgdlab.data.batching import batches_per_epoch, epoch_permutation, iterate_batches
+from sgdlab.data.bundle import DataBundle, load_data
+from sgdlab.data.download import data_root
+
+__all__ = [
+    "DataBundle",
+    "batches_per_epoch",
+    "data_root",
+    "epoch_permutation",
+    "iterate_batches",
+    "load_data",
+]

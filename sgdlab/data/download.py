@@ -1,0 +1,121 @@
+"""The data folder, checksummed atomic downloads and atomic cache writes.
+
+A download goes to a hidden temporary file next to its destination, is verified against
+its official checksum and only then renamed into place, so concurrent sweep workers and
+interrupted downloads never leave a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from sgdlab.errors import DataError
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+def data_root(root: str = "") -> Path:
+    """``root`` if given, else ``$SGDLAB_DATA``, else ``$XDG_CACHE_HOME/sgdlab``, else
+    ``~/.cache/sgdlab``."""
+    if root:
+        return Path(root).expanduser()
+    if os.environ.get("SGDLAB_DATA"):
+        return Path(os.environ["SGDLAB_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "sgdlab"
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, md5: str) -> None:
+    """Raise DataError naming ``path`` unless its md5 is ``md5``."""
+    got = md5sum(path)
+    if got != md5:
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {got}, expected {md5});"
+            " delete the file to download it again"
+        )
+
+
+def open_url(url: str, timeout: float) -> BinaryIO:
+    """The network function (tests replace it): a readable binary stream for ``url``."""
+    request = urllib.request.Request(url, headers={"User-Agent": "sgdlab"})
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http(s) URLs only)
+
+
+def download(urls: list[str], dest: Path, md5: str, timeout: float = TIMEOUT_S) -> Path:
+    """Download the first reachable of ``urls`` (mirrors of one file) to ``dest``, verified.
+
+    Network errors move on to the next mirror; a checksum mismatch deletes the temporary file
+    and raises DataError naming the URL and the file.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        try:
+            _download_one(url, dest, md5, timeout)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        return dest
+    raise DataError(f"{dest}: could not download ({'; '.join(errors)})")
+
+
+def _download_one(url: str, dest: Path, md5: str, timeout: float) -> None:
+    log.info("downloading %s -> %s", url, dest)
+    digest = hashlib.md5(usedforsecurity=False)
+
+    def write(f: BinaryIO) -> None:
+        with open_url(url, timeout) as response:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                f.write(chunk)
+
+    def check(_: Path) -> None:
+        if digest.hexdigest() != md5:
+            raise DataError(
+                f"{dest}: checksum mismatch for {url} (md5 {digest.hexdigest()}, expected {md5});"
+                " nothing was saved"
+            )
+
+    _atomic_write(dest, write, check)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` cache file atomically (temporary file + rename)."""
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def _atomic_write(
+    dest: Path, write: Callable[[BinaryIO], None], check: Callable[[Path], None] | None = None
+) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        if check is not None:
+            check(Path(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints them as one line and exits with status 2."""
+
+
+class SgdlabError(Exception):
+    """Bad input from the user (config, data file, run id). Message is one line naming the culprit."""
+
+
+class ConfigError(SgdlabError):
+    """Invalid configuration value or key; the message names the dotted field."""
+
+
+class DataError(SgdlabError):
+    """A data file or folder is missing, corrupted or in the wrong format; the message names the file."""

@@ -1,0 +1,292 @@
+"""The training loop: SGD on device-resident data, probes, checkpoints, resume, divergence.
+
+Readable top to bottom: :func:`train` validates everything (config, data, model) before
+creating the run in the store, then :class:`Trainer` runs epochs of mini-batches sliced from
+a permutation seeded by ``(seed, epoch)``. The whole state needed to continue the same
+trajectory (parameters, optimizer buffers, position, global RNG state for dropout, probe
+state) is checkpointed, so a run killed at any moment resumes bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sgdlab.config import RunConfig, from_dict
+from sgdlab.data import DataBundle, iterate_batches, load_data
+from sgdlab.errors import ConfigError, SgdlabError
+from sgdlab.models import build_model, count_parameters
+from sgdlab.optim import build_optimizer
+from sgdlab.optim.schedules import batch_size_at, lr_factor
+from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
+from sgdlab.probes.runner import isolated, split_results
+from sgdlab.store import Run, Store
+from sgdlab.train.evaluate import evaluate
+from sgdlab.train.losses import make_loss
+from sgdlab.train.progress import Progress
+
+FLUSH_EVERY = 64  # steps between metric flushes (and divergence checks on GPU)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class Plan:
+    """Batch sizes and step counts of every epoch, fixed before training starts."""
+
+    batch_sizes: list[int]
+    total_steps: int
+
+    @classmethod
+    def make(cls, cfg: RunConfig, n_train: int) -> Plan:
+        base = cfg.optim.batch_size or n_train
+        if base > n_train:
+            raise ConfigError(
+                f"optim.batch_size: {base} is larger than the {n_train} training examples"
+            )
+        sizes = [batch_size_at(cfg.optim.batch_schedule, base, e, n_train)
+                 for e in range(cfg.train.epochs)]
+        total = sum(n_train // s for s in sizes)
+        if cfg.train.max_steps:
+            total = min(total, cfg.train.max_steps)
+        return cls(sizes, total)
+
+
+class Trainer:
+    """One run's model, optimizer, data and probes; :meth:`fit` trains to the end."""
+
+    def __init__(self, cfg: RunConfig, probes=None, progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        self.data: DataBundle = load_data(cfg.data, cfg.seed, self.device, self.dtype)
+        self.plan = Plan.make(cfg, self.data.n_train)
+        if cfg.train.loss == "cross_entropy" and self.data.task == "regression":
+            raise ConfigError(f"train.loss: cross_entropy needs class labels; {cfg.data.name} "
+                              "is a regression task (use mse)")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.data.input_shape, self.data.n_classes)
+        self.model.to(self.device, self.dtype)
+        self.n_params = count_parameters(self.model)
+        self.loss_fn = make_loss(cfg.train.loss)
+        probes = build_probes(cfg.probes) if probes is None else probes
+        self.probes = ProbeRunner(probes, cfg.seed, self.plan.total_steps)
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.nsgd = cfg.optim.name == "nsgd"
+        self.ctx = ProbeContext(self.model, cfg.train.loss, self.loss_fn, self.data, cfg.seed,
+                                momentum=cfg.optim.momentum)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.progress = progress
+        self.run: Run | None = None
+        self._pending: list[tuple[int, int, torch.Tensor, float]] = []
+
+    # -- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "rng_cpu": torch.get_rng_state(),
+            "probes": self.probes.state_dict(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.probes.load_state_dict(state["probes"])
+
+    def checkpoint(self) -> None:
+        self.flush()
+        self.run.save_checkpoint(self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
+
+    # -- logging -------------------------------------------------------------------------
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.flush()
+        self.run.log(self.step if step is None else step, metrics, epoch=self.epoch)
+
+    def flush(self) -> int | None:
+        """Write buffered batch losses; return the first step whose loss is not finite."""
+        if not self._pending:
+            return None
+        losses = torch.stack([loss for _, _, loss, _ in self._pending]).double().cpu().tolist()
+        bad = None
+        for (step, epoch, _, lr), value in zip(self._pending, losses):
+            self.run.log(step, {"train/batch_loss": value, "lr": lr}, epoch=epoch)
+            if bad is None and not math.isfinite(value):
+                bad = step
+        self._pending.clear()
+        return bad
+
+    def record(self, hook: str, probes) -> None:
+        for probe, result in self.probes.call(hook, probes, self.ctx):
+            scalars, arrays = split_results(result)
+            if scalars:
+                self.log({f"{probe.name}/{k}": v for k, v in scalars.items()})
+            if arrays:
+                self.run.save_arrays(probe.name, self.step, arrays)
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = evaluate(self.model, self.cfg.train.loss, self.data, self.cfg.train.eval_batch_size)
+        self.log(metrics)
+        self.record("on_evaluate", self.probes.probes)
+        return metrics
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, run: Run, resume: bool = False) -> str:
+        """Train until the plan's last step; return the final status."""
+        self.run = run
+        cfg, plan = self.cfg, self.plan
+        if resume:
+            state = run.load_checkpoint()
+            if state is not None:
+                self.load_state_dict(state)
+            run.truncate_metrics(self.step)
+            run.truncate_arrays(self.step)
+            run.set_status("running")
+        else:
+            self.log({"n_params": self.n_params, "n_train": self.data.n_train})
+            self.record("on_train_start", self.probes.probes)
+            self.evaluate()
+        bar = Progress(plan.total_steps, cfg.name, enabled=self.progress, mode=cfg.train.progress)
+        bar.update(self.step)
+        self.model.train()
+        try:
+            status = self._loop(bar)
+        except BaseException as exc:
+            self.flush()
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            run.set_status("failed", message=reason.splitlines()[0][:500])
+            raise
+        finally:
+            bar.close()
+        return status
+
+    def _loop(self, bar: Progress) -> str:
+        cfg, plan, opt, ctx = self.cfg, self.plan, self.optimizer, self.ctx
+        x_all, y_all = self.data.x_train, self.data.y_train
+        eval_every, ckpt_every = cfg.train.eval_every, cfg.train.checkpoint_every
+        while self.step < plan.total_steps:
+            size = plan.batch_sizes[self.epoch]
+            if self.batch_in_epoch == 0:
+                self.log({"batch_size": size})
+            batches = iterate_batches(self.data.n_train, size, cfg.seed, self.epoch, self.device,
+                                      start=self.batch_in_epoch)
+            for idx in batches:
+                epoch_start = self.batch_in_epoch == 0
+                lr = cfg.optim.lr * lr_factor(cfg.optim.lr_schedule, self.step, self.epoch,
+                                              plan.total_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y = x_all[idx], y_all[idx]
+                opt.zero_grad(set_to_none=True)
+                loss = self.loss_fn(self.model(x), y)
+                loss.backward()
+                self._pending.append((self.step, self.epoch, loss.detach(), lr))
+                due = self.probes.due(self.step, epoch_start) if self.probes else []
+                refresh = self.nsgd and opt.wants_refresh(self.step, epoch_start)
+                if due or refresh:
+                    if not math.isfinite(loss.item()):
+                        return self._diverged(self.step)
+                    self._before_update(due, refresh, lr, x, y)
+                opt.step()
+                if due:
+                    self._after_update(due)
+                self.step += 1
+                self.batch_in_epoch += 1
+                bar.update(self.step, loss)
+                last = self.step == plan.total_steps
+                epoch_end = self.batch_in_epoch == plan_len(self.data.n_train, size)
+                if epoch_end:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                if (epoch_end or last or len(self._pending) >= FLUSH_EVERY) and (
+                        bad := self.flush()) is not None:
+                    return self._diverged(bad)
+                if last or (eval_every and self.step % eval_every == 0) or (
+                        not eval_every and epoch_end):
+                    self.evaluate()
+                if last or (ckpt_every and self.step % ckpt_every == 0) or (
+                        not ckpt_every and epoch_end):
+                    self.checkpoint()
+                if last or epoch_end:
+                    break
+        return self._finish()
+
+    def _before_update(self, due, refresh, lr, x, y) -> None:
+        ctx = self.ctx
+        ctx.step, ctx.epoch, ctx.lr, ctx.batch = self.step, self.epoch, lr, (x, y)
+        ctx.shared.clear()
+        if refresh:  # NSGD first, with its own generator: probes then reuse its eigenpairs
+            with isolated(self.model):
+                self.optimizer.refresh(ctx)
+        if due:
+            ctx.batch_grad = torch.cat([
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                for p in self.model.parameters()
+            ]).detach().clone()
+            self._theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
+            self.record("measure", due)
+
+    def _after_update(self, due) -> None:
+        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+        self.ctx.update = theta - self._theta
+        self.record("after_step", due)
+        self.ctx.update = self.ctx.batch_grad = None
+
+    def _diverged(self, step: int) -> str:
+        self.flush()
+        self.run.set_status("diverged", diverged_step=step, message=f"non-finite loss at step {step}")
+        return "diverged"
+
+    def _finish(self) -> str:
+        self.ctx.step = self.step
+        self.record("on_train_end", self.probes.probes)
+        self.flush()
+        self.run.save_tensors("final", {k: v.detach().cpu().contiguous()
+                                        for k, v in self.model.state_dict().items()})
+        self.run.set_status("finished")
+        return "finished"
+
+
+def plan_len(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: the last partial batch is dropped."""
+    return n_train // batch_size
+
+
+def train(cfg: RunConfig, store: Store, probes=None, progress: bool | None = None) -> Run:
+    """Validate, create the run in ``store``, train it; returns the run (status set)."""
+    cfg.check()
+    trainer = Trainer(cfg, probes, progress)  # raises SgdlabError before anything is written
+    run = store.create_run(cfg.to_dict(), name=cfg.name, group=cfg.group or None)
+    trainer.fit(run)
+    return run
+
+
+def resume(store: Store, run_id: str, probes=None, progress: bool | None = None) -> Run:
+    """Continue a killed or failed run from its last checkpoint, on the same trajectory."""
+    run = store.get_run(run_id)
+    if run.status in ("finished", "diverged"):
+        raise SgdlabError(f"run {run.id} is already {run.status}; nothing to resume")
+    cfg = from_dict(run.config).check()
+    trainer = Trainer(cfg, probes, progress)
+    trainer.fit(run, resume=True)
+    return run
+
