@@ -139,7 +139,8 @@ class BatchScheduleConfig:
         _positive("optim.batch_schedule.factor", self.factor)
         _fraction("optim.batch_schedule.min_factor", self.min_factor)
         if self.kind == "cyclic" and self.min_factor == 0:
-            raise ConfigError("optim.batch_schedule.min_factor: must be > 0 for a cyclic batch size")
+            raise ConfigError(
+                "optim.batch_schedule.min_factor: must be > 0 for a cyclic batch size")
         _at_least("optim.batch_schedule.period", self.period, 1)
         _increasing("optim.batch_schedule.milestones", self.milestones)
 
@@ -218,7 +219,8 @@ class RunConfig:
 
     def check(self) -> RunConfig:
         if not self.name or not all(c.isalnum() or c in "_.-" for c in self.name):
-            raise ConfigError(f"name: {self.name!r} must be non-empty letters, digits, '_', '.', '-'")
+            raise ConfigError(
+                f"name: {self.name!r} must be non-empty letters, digits, '_', '.', '-'")
         _at_least("seed", self.seed, 0)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device: {self.device!r} must be auto, cpu, cuda or cuda:N")
@@ -295,7 +297,8 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as TOML, else as a string."""
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as TOML, else as
+    a string."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:

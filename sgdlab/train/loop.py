@@ -78,6 +78,8 @@ class Trainer:
         self.n_params = count_parameters(self.model)
         self.loss_fn = make_loss(cfg.train.loss)
         probes = build_probes(cfg.probes) if probes is None else probes
+        for probe in probes:
+            probe.check(self.model, self.data)
         self.probes = ProbeRunner(probes, cfg.seed, self.plan.total_steps)
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.nsgd = cfg.optim.name == "nsgd"
@@ -140,11 +142,13 @@ class Trainer:
             scalars, arrays = split_results(result)
             if scalars:
                 self.log({f"{probe.name}/{k}": v for k, v in scalars.items()})
-            if arrays:
-                self.run.save_arrays(probe.name, self.step, arrays)
+            if arrays:  # one array file per probe, hook and step
+                name = probe.name if hook == "measure" else f"{probe.name}.{hook}"
+                self.run.save_arrays(name, self.step, arrays)
 
     def evaluate(self) -> dict[str, float]:
-        metrics = evaluate(self.model, self.cfg.train.loss, self.data, self.cfg.train.eval_batch_size)
+        cfg = self.cfg.train
+        metrics = evaluate(self.model, cfg.loss, self.data, cfg.eval_batch_size)
         self.log(metrics)
         self.record("on_evaluate", self.probes.probes)
         return metrics
@@ -172,7 +176,8 @@ class Trainer:
             status = self._loop(bar)
         except BaseException as exc:
             self.flush()
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            reason = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                      else f"{type(exc).__name__}: {exc}")
             run.set_status("failed", message=reason.splitlines()[0][:500])
             raise
         finally:
@@ -180,7 +185,7 @@ class Trainer:
         return status
 
     def _loop(self, bar: Progress) -> str:
-        cfg, plan, opt, ctx = self.cfg, self.plan, self.optimizer, self.ctx
+        cfg, plan, opt = self.cfg, self.plan, self.optimizer
         x_all, y_all = self.data.x_train, self.data.y_train
         eval_every, ckpt_every = cfg.train.eval_every, cfg.train.checkpoint_every
         while self.step < plan.total_steps:
@@ -238,26 +243,31 @@ class Trainer:
             with isolated(self.model):
                 self.optimizer.refresh(ctx)
         if due:
+            params = [p for p in self.model.parameters() if p.requires_grad]
             ctx.batch_grad = torch.cat([
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                for p in self.model.parameters()
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
             ]).detach().clone()
-            self._theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
+            self._theta = torch.cat([p.detach().reshape(-1) for p in params]).clone()
             self.record("measure", due)
 
     def _after_update(self, due) -> None:
-        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()
+                           if p.requires_grad])
         self.ctx.update = theta - self._theta
         self.record("after_step", due)
         self.ctx.update = self.ctx.batch_grad = None
 
     def _diverged(self, step: int) -> str:
         self.flush()
-        self.run.set_status("diverged", diverged_step=step, message=f"non-finite loss at step {step}")
+        self.run.set_status("diverged", diverged_step=step,
+                            message=f"non-finite loss at step {step}")
         return "diverged"
 
     def _finish(self) -> str:
-        self.ctx.step = self.step
+        ctx = self.ctx
+        ctx.step, ctx.epoch, ctx.batch, ctx.batch_grad = self.step, self.epoch, None, None
+        ctx.shared.clear()
+        self.record("measure", self.probes.due(self.step, True))  # at the final parameters
         self.record("on_train_end", self.probes.probes)
         self.flush()
         self.run.save_tensors("final", {k: v.detach().cpu().contiguous()

@@ -20,8 +20,9 @@ def per_example_loss(name: str, outputs: torch.Tensor, targets: torch.Tensor) ->
     if name == "cross_entropy":
         return F.cross_entropy(outputs, targets, reduction="none")
     if name == "mse":
-        if targets.dtype in (torch.int64, torch.int32):
-            targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+        if not targets.is_floating_point():  # one-hot, written so that it works under vmap
+            classes = torch.arange(outputs.shape[-1], device=outputs.device)
+            targets = (targets.unsqueeze(-1) == classes).to(outputs.dtype)
         return 0.5 * (outputs - targets).pow(2).sum(dim=-1)
     raise ValueError(f"unknown loss {name!r}")
 

@@ -1,0 +1,148 @@
+"""The probe protocol: measurements taken along training without disturbing it.
+
+A probe has a ``name``, a :class:`Schedule`, and hooks with no-op defaults. Each hook
+receives a :class:`ProbeContext` and returns ``None`` or a dict: scalar values become
+metrics ``"<name>/<key>"`` at the current step, array values are stored as arrays under the
+probe's name. Probes never write files and never touch the global random generator:
+each gets its own ``ctx.generator``; the trainer also runs every hook under
+``torch.random.fork_rng`` and restores train/eval modes, so a run with and without probes
+ends with bit-identical parameters on CPU.
+
+Work is shared through ``ctx.shared``, a cache cleared at every step: the first probe
+that asks for the top Hessian eigenpairs computes them, the others (and Nudged SGD) reuse
+them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgdlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a probe measures: every ``every`` steps, at the start of each epoch
+    (``every="epoch"``), only once at the end (``every="end"``), or at ``log_points``
+    log-spaced steps over the run. The end of training (step = total steps, after the last
+    update) is always included; step 0 too, except for ``"end"``."""
+
+    every: int | str = "epoch"
+    log_points: int = 0
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any], where: str) -> Schedule:
+        every, log_points = spec.get("every", "epoch"), spec.get("log_points", 0)
+        if not (every in ("epoch", "end") or (isinstance(every, int)
+                                              and not isinstance(every, bool) and every > 0)):
+            raise ConfigError(
+                f"{where}.every: must be a positive integer, 'epoch' or 'end', got {every!r}")
+        if not isinstance(log_points, int) or log_points < 0:
+            raise ConfigError(f"{where}.log_points: must be a non-negative integer")
+        return cls(every, log_points)
+
+    def steps(self, total_steps: int) -> set[int] | None:
+        """The explicit set of due steps for a log schedule, else None."""
+        if not self.log_points:
+            return None
+        pts = torch.logspace(0, math.log10(max(total_steps, 1)), self.log_points)
+        return {0, total_steps} | {int(round(p.item())) for p in pts}
+
+    def due(self, step: int, epoch_start: bool, total_steps: int,
+            log_steps: set[int] | None) -> bool:
+        if log_steps is not None:
+            return step in log_steps
+        if step == total_steps:
+            return True
+        if self.every == "end":
+            return False
+        if self.every == "epoch":
+            return epoch_start
+        return step % self.every == 0 or step == total_steps
+
+
+class Probe:
+    """Base class: override the hooks you need; each returns a dict of results or None."""
+
+    name: str = "probe"
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, schedule: Schedule | None = None, **options: Any) -> None:
+        self.schedule = schedule or Schedule()
+        if options:
+            raise ConfigError(f"probe {self.name}: unknown options {', '.join(sorted(options))}")
+
+    def check(self, model: nn.Module, data: Any) -> None:
+        """Raise ConfigError if the probe cannot measure this model or data; called before
+        the run is created, so a bad probe writes nothing."""
+
+    def on_train_start(self, ctx: ProbeContext) -> dict | None: ...
+    def measure(self, ctx: ProbeContext) -> dict | None:
+        """At a due step, at the current parameters theta_t (after backward, before the
+        optimizer step; ``ctx.batch_grad`` holds the mini-batch gradient). Also called once
+        at the end of training, after the last update, with ``ctx.batch_grad = None``."""
+    def after_step(self, ctx: ProbeContext) -> dict | None:
+        """At a due step, after the optimizer step; ``ctx.update`` = theta_{t+1} - theta_t."""
+    def on_evaluate(self, ctx: ProbeContext) -> dict | None: ...
+    def on_train_end(self, ctx: ProbeContext) -> dict | None: ...
+
+    def state_dict(self) -> dict:
+        """State saved with the checkpoint (e.g. warm-start eigenvectors)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class ProbeContext:
+    """What a probe may look at. Probes must treat every tensor here as read-only."""
+
+    model: nn.Module
+    loss: str
+    loss_fn: Any
+    data: Any  # sgdlab.data.DataBundle
+    seed: int
+    step: int = 0
+    epoch: int = 0
+    lr: float = 0.0
+    momentum: float = 0.0
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    batch_grad: torch.Tensor | None = None  # flat mini-batch gradient at theta_t
+    update: torch.Tensor | None = None  # flat theta_{t+1} - theta_t
+    generator: torch.Generator | None = None
+    shared: dict[str, Any] = field(default_factory=dict)
+    _subsets: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+    def subset(self, n: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed subset of ``n`` examples of ``split`` (train or test), drawn once
+        through a permutation seeded by the run seed and independent of training."""
+        key = (split, n)
+        if key not in self._subsets:
+            x, y = (self.data.x_train, self.data.y_train) if split == "train" else (
+                self.data.x_test, self.data.y_test)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + 17 + (split == "test"))
+            idx = torch.randperm(len(x), generator=g)[: min(n, len(x))].to(x.device)
+            self._subsets[key] = (x[idx], y[idx])
+        return self._subsets[key]
+
+    def top_eigs(self, k: int, n: int, tol: float = 1e-3, init: Any = None,
+                 generator: torch.Generator | None = None):
+        """Top-``k`` Hessian eigenpairs of the mean loss on the fixed subset of ``n``
+        training examples, computed at most once per step: a later request with ``k`` no
+        larger reuses the result (Nudged SGD refreshes first, probes then share it).
+        ``init`` warm-starts from the caller's previous result; the caller owns it."""
+        from sgdlab.curvature import hessian_eigs
+
+        cached = self.shared.get(("top_eigs", n))
+        if cached is not None and len(cached.values) >= k:
+            return cached
+        result = hessian_eigs(self.model, self.loss_fn, self.subset(n), k=k, tol=tol, init=init,
+                              generator=generator or self.generator)
+        self.shared[("top_eigs", n)] = result
+        return result

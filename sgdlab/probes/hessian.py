@@ -1,0 +1,87 @@
+"""Hessian probes on a fixed probe subset: top-k eigenvalues (warm-started from the
+previous measurement), trace with its standard error, and the spectral density.
+
+Beside ``lambda_max`` the probe stores the stability threshold of (heavy-ball) gradient
+descent on a quadratic, ``2/eta`` and, with momentum ``beta``, ``(2 + 2 beta)/eta``
+(Cohen et al., ICLR 2021): gradient descent on a quadratic with curvature lambda diverges
+iff lambda exceeds it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sgdlab.probes import register
+from sgdlab.probes.base import Probe, ProbeContext, Schedule
+
+
+def stability_threshold(lr: float, momentum: float = 0.0) -> float:
+    """``(2 + 2 beta) / eta``: the largest curvature (heavy-ball) GD is stable on."""
+    return (2.0 + 2.0 * momentum) / lr
+
+
+@register
+class HessianProbe(Probe):
+    """Top-``k`` Hessian eigenvalues on ``n`` fixed training examples; optionally the
+    trace (Hutch++ with standard error). Results: ``lambda_max``, ``eig_<i>``,
+    ``stability`` (2/eta or (2+2beta)/eta), ``residual_max``, ``products``, ``seconds``,
+    ``trace`` and ``trace_se``; array ``eigenvalues``."""
+
+    name = "hessian"
+
+    def __init__(self, schedule: Schedule | None = None, *, k: int = 1, n: int = 2048,
+                 tol: float = 1e-3, trace: bool = False, trace_rtol: float = 0.02,
+                 trace_products: int = 200, warm_start: bool = True) -> None:
+        super().__init__(schedule)
+        self.k, self.n, self.tol, self.warm_start = k, n, tol, warm_start
+        self.trace, self.trace_rtol, self.trace_products = trace, trace_rtol, trace_products
+        self.previous: torch.Tensor | None = None
+
+    def measure(self, ctx: ProbeContext) -> dict:
+        init = self.previous if self.warm_start else None
+        res = ctx.top_eigs(self.k, self.n, tol=self.tol, init=init)
+        values = res.values[: self.k].double().cpu()
+        self.previous = res.vectors[: self.k].detach().clone()
+        out = {"lambda_max": values[0].item(), "eigenvalues": values.numpy(),
+               "stability": stability_threshold(ctx.lr, ctx.momentum),
+               "residual_max": float(res.residuals[: self.k].max()),
+               "products": res.n_products, "seconds": res.seconds}
+        for i in range(1, self.k):
+            out[f"eig_{i}"] = values[i].item()
+        if self.trace:
+            from sgdlab.curvature import hessian_trace
+
+            tr = hessian_trace(ctx.model, ctx.loss_fn, ctx.subset(self.n), rtol=self.trace_rtol,
+                               max_products=self.trace_products, generator=ctx.generator)
+            out["trace"], out["trace_se"] = tr.value, tr.stderr
+        return out
+
+    def state_dict(self) -> dict:
+        return {"previous": self.previous}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.previous = state.get("previous")
+
+
+@register
+class HessianDensityProbe(Probe):
+    """Spectral density of the Hessian by stochastic Lanczos quadrature (on a sparse
+    schedule: it costs ``n_vectors * steps`` products). Arrays ``grid``, ``density``."""
+
+    name = "hessian_density"
+
+    def __init__(self, schedule: Schedule | None = None, *, n: int = 2048, steps: int = 80,
+                 n_vectors: int = 4, grid_points: int = 400, sigma: float = 0.0) -> None:
+        super().__init__(schedule)
+        self.n, self.steps, self.n_vectors = n, steps, n_vectors
+        self.grid_points, self.sigma = grid_points, sigma
+
+    def measure(self, ctx: ProbeContext) -> dict:
+        from sgdlab.curvature import hessian_density
+
+        kwargs = {"sigma": self.sigma} if self.sigma > 0 else {}
+        res = hessian_density(ctx.model, ctx.loss_fn, ctx.subset(self.n), steps=self.steps,
+                              n_vectors=self.n_vectors, grid_points=self.grid_points,
+                              generator=ctx.generator, **kwargs)
+        return {"grid": res.grid.cpu().numpy(), "density": res.density.cpu().numpy(),
+                "products": res.n_products}

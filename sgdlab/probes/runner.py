@@ -1,0 +1,88 @@
+"""Dispatches trainer events to probes, isolating them from the training trajectory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgdlab.probes.base import Probe, ProbeContext
+
+
+@contextmanager
+def isolated(model: nn.Module) -> Iterator[None]:
+    """Run probe code without side effects on the global RNGs or on train/eval modes."""
+    modes = {m: m.training for m in model.modules()}
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            for m, training in modes.items():
+                m.training = training
+
+
+def split_results(result: dict[str, Any] | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Scalars (numbers, 0-d tensors) and arrays (everything with a dimension)."""
+    scalars: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in (result or {}).items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            arrays[key] = value
+        elif value is not None:
+            scalars[key] = float(value)
+    return scalars, arrays
+
+
+class ProbeRunner:
+    """Holds the probes of one run, their generators and schedules."""
+
+    def __init__(self, probes: list[Probe], seed: int, total_steps: int) -> None:
+        names = [p.name for p in probes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"probe names must be unique, got {names}")
+        self.probes = probes
+        self.total_steps = total_steps
+        self.generators = {
+            p.name: torch.Generator().manual_seed(seed * 7919 + 1 + i) for i, p in enumerate(probes)
+        }
+        self.log_steps = {p.name: p.schedule.steps(total_steps) for p in probes}
+
+    def __bool__(self) -> bool:
+        return bool(self.probes)
+
+    def due(self, step: int, epoch_start: bool) -> list[Probe]:
+        return [
+            p for p in self.probes
+            if p.schedule.due(step, epoch_start, self.total_steps, self.log_steps[p.name])
+        ]
+
+    def call(self, hook: str, probes: list[Probe], ctx: ProbeContext) -> list[tuple[Probe, dict]]:
+        """Call ``hook`` on each probe under isolation; returns (probe, result) pairs."""
+        out = []
+        for probe in probes:
+            ctx.generator = self.generators[probe.name]
+            with isolated(ctx.model):
+                result = getattr(probe, hook)(ctx)
+            if result:
+                out.append((probe, result))
+        ctx.generator = None
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "probes": {p.name: p.state_dict() for p in self.probes},
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for p in self.probes:
+            p.load_state_dict(state["probes"].get(p.name, {}))
+            if p.name in state["generators"]:
+                self.generators[p.name].set_state(state["generators"][p.name])

@@ -1,0 +1,219 @@
+"""One run: its row in the index and its folder ``runs/<id>/``.
+
+Folder layout::
+
+    config.json                         the resolved config (a copy of the index's)
+    arrays/<name>/<step:09d>.npz        large arrays logged along training
+    checkpoints/step_<step:09d>.pt      torch.save'd state, the newest ``keep`` kept
+    <name>.safetensors, <name>.json     final weights, small results
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sgdlab.store import files
+from sgdlab.store.errors import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sgdlab.store.store import Store
+
+STATUSES = ("running", "finished", "diverged", "failed")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Run:
+    """A handle on one stored run (get one from :class:`Store`, never construct it)."""
+
+    def __init__(self, store: Store, row: Any):
+        self.store = store
+        self.id: str = row["id"]
+        self.name: str = row["name"]
+        self.group: str | None = row["grp"]
+        self.config_hash: str = row["config_hash"]
+        self.created: str = row["created"]
+        self._config_json: str = row["config_json"]
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and (other.store.root, other.id) == (self.store.root, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.store.root, self.id))
+
+    @property
+    def path(self) -> Path:
+        return self.store.root / "runs" / self.id
+
+    @property
+    def config(self) -> dict:
+        """The resolved config (a fresh copy on each access)."""
+        return json.loads(self._config_json)
+
+    def _row(self) -> Any:
+        row = self.store._index.get(self.id)
+        if row is None:
+            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+        return row
+
+    @property
+    def status(self) -> str:
+        """Current status, read from the index (another process may change it)."""
+        return self._row()["status"]
+
+    @property
+    def message(self) -> str | None:
+        return self._row()["message"]
+
+    @property
+    def diverged_step(self) -> int | None:
+        return self._row()["diverged_step"]
+
+    @property
+    def updated(self) -> str:
+        return self._row()["updated"]
+
+    # -- index ------------------------------------------------------------------------
+    def set_status(self, status: str, *, message: str | None = None,
+                   diverged_step: int | None = None) -> None:
+        """Set status, message and diverged step (``None`` clears them) and ``updated``."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        step = None if diverged_step is None else int(diverged_step)
+        if not self.store._index.update_run(self.id, status=status, message=message,
+                                            diverged_step=step, updated=now()):
+            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+
+    def log(self, step: int, metrics: dict[str, float], epoch: float | None = None) -> None:
+        """Store scalars at ``step`` in one transaction; a name logged twice at a step is
+        replaced. NaN is stored as NULL (read back as NaN), ±inf as ±inf."""
+        rows = []
+        ep = None if epoch is None else float(epoch)
+        for name, value in metrics.items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"metric {name!r} of run '{self.id}' is not a scalar: "
+                                f"{type(value).__name__}") from None
+            rows.append((int(step), ep, str(name), None if math.isnan(value) else value))
+        if rows and not self.store._index.log(self.id, now(), rows):
+            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+
+    def metrics(self, names: list[str] | str | None = None) -> pd.DataFrame:
+        """This run's metrics: columns run, step, epoch, name, value."""
+        return self.store.metrics(runs=[self.id], names=names)
+
+    def truncate_metrics(self, after_step: int) -> int:
+        """Delete metrics logged at steps > ``after_step`` (on resume); returns the count."""
+        return self.store._index.truncate_metrics(self.id, int(after_step))
+
+    # -- arrays -----------------------------------------------------------------------
+    def _arrays_dir(self, name: str) -> Path:
+        return self.path / "arrays" / files.check_name(name, "array", self.id)
+
+    def save_arrays(self, name: str, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write ``arrays/<name>/<step:09d>.npz`` atomically (replacing one at that step)."""
+        files.write_npz(self._arrays_dir(name) / f"{int(step):09d}.npz", arrays)
+
+    def array_names(self) -> list[str]:
+        folder = self.path / "arrays"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def array_steps(self, name: str) -> list[int]:
+        return files.array_steps(self._arrays_dir(name))
+
+    def load_arrays(self, name: str, steps: list[int] | None = None
+                    ) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """``[(step, {key: array})]`` sorted by step (only ``steps`` if given)."""
+        folder = self._arrays_dir(name)
+        if not folder.is_dir():
+            have = ", ".join(self.array_names()) or "none"
+            raise StoreError(f"run '{self.id}' has no arrays '{name}' (has: {have})")
+        wanted = None if steps is None else {int(s) for s in steps}
+        return [(s, files.read_npz(folder / f"{s:09d}.npz")) for s in files.array_steps(folder)
+                if wanted is None or s in wanted]
+
+    def truncate_arrays(self, after_step: int) -> int:
+        """Delete arrays saved at steps > ``after_step`` (on resume); returns the count."""
+        count = 0
+        for name in self.array_names():
+            folder = self.path / "arrays" / name
+            for s in files.array_steps(folder):
+                if s > after_step:
+                    (folder / f"{s:09d}.npz").unlink(missing_ok=True)
+                    count += 1
+        return count
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _checkpoint_path(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"step_{int(step):09d}.pt"
+
+    def checkpoint_steps(self) -> list[int]:
+        return files.checkpoint_steps(self.path / "checkpoints")
+
+    def save_checkpoint(self, step: int, state: dict, keep: int | None = 2) -> None:
+        """torch.save ``state`` durably to ``checkpoints/step_<step>.pt``; keep the ``keep``
+        highest steps (``None``: all). TypeError if weights_only loading would refuse it."""
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be >= 1 or None, not {keep}")
+        files.save_checkpoint(self._checkpoint_path(step), state)
+        if keep is not None:
+            for old in self.checkpoint_steps()[:-keep]:
+                self._checkpoint_path(old).unlink(missing_ok=True)
+
+    def load_checkpoint(self, step: int | None = None) -> dict | None:
+        """The checkpoint at ``step``, or the newest readable one (``None`` if there is none).
+
+        An unreadable newest checkpoint is skipped with a warning; if none is readable,
+        StoreError. Put the step in the state: after a fallback it is not the newest one."""
+        if step is not None:
+            return files.load_checkpoint(self._checkpoint_path(step))
+        steps = self.checkpoint_steps()
+        for s in reversed(steps):
+            try:
+                return files.load_checkpoint(self._checkpoint_path(s))
+            except StoreError as exc:
+                warnings.warn(f"{exc}; falling back to an older checkpoint", RuntimeWarning,
+                              stacklevel=2)
+        if steps:
+            raise StoreError(f"run '{self.id}' has no readable checkpoint "
+                             f"({len(steps)} unreadable)")
+        return None
+
+    # -- weights and results ----------------------------------------------------------
+    def save_tensors(self, name: str, tensors: dict, metadata: dict[str, str] | None = None
+                     ) -> None:
+        """Write ``<name>.safetensors`` (CPU copies of ``tensors``) durably."""
+        path = self.path / f"{files.check_name(name, 'tensors', self.id)}.safetensors"
+        files.save_tensors(path, tensors, metadata)
+
+    def load_tensors(self, name: str) -> dict:
+        path = self.path / f"{files.check_name(name, 'tensors', self.id)}.safetensors"
+        return files.load_tensors(path, self.id)
+
+    def _json_path(self, name: str) -> Path:
+        name = name.removesuffix(".json")
+        return self.path / f"{files.check_name(name, 'json', self.id)}.json"
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Write ``<name>.json`` atomically (``config`` is reserved for the run's config)."""
+        if name.removesuffix(".json") == "config":
+            raise StoreError(f"run '{self.id}': config.json is written by the store only")
+        files.write_json(self._json_path(name), obj)
+
+    def read_json(self, name: str) -> Any:
+        return files.read_json(self._json_path(name), self.id)

@@ -1,0 +1,165 @@
+"""The command line: bad input, SIGKILL and resume, listing, reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sgdlab.store import Store
+
+GOOD = """
+name = "cli"
+[data]
+name = "digits"
+download = false
+[model]
+name = "mlp"
+depth = 1
+width = 16
+[optim]
+lr = 0.05
+batch_size = 64
+[train]
+epochs = 2
+"""
+
+
+def sgdlab(*args, store, env=None, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "sgdlab.cli", "--store", str(store), "-q", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def nothing_written(store: Path) -> bool:
+    return not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["data.nope=1"], "data.nope"),
+    (["optim.lr='fast'"], "optim.lr"),
+    (["optim.lr=0"], "optim.lr"),
+    (["optim.lr=-0.1"], "optim.lr"),
+    (["optim.batch_size=100000"], "optim.batch_size"),
+    (["data.label_noise=1.5"], "data.label_noise"),
+    (["data.input_corruption_fraction=-0.1"], "data.input_corruption_fraction"),
+    (["model.name='transformer'"], "model.name"),
+    (["train.epochs=0"], "train.epochs"),
+    (["train.loss='hinge'"], "train.loss"),
+    (["probes=[{name='residual'}]"], "residual"),
+    (["probes=[{name='hessian', every=0}]"], "probes[0].every"),
+    (["probes=[{name='nope'}]"], "probes[0].name"),
+    (["data.n_train=100000"], "data.n_train"),
+    (["data.name='fashion-mnist'", "data.file='/nonexistent/fm.npz'"], "/nonexistent/fm.npz"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, overrides, field):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GOOD)
+    store = tmp_path / "store"
+    sets = [a for o in overrides for a in ("--set", o)]
+    r = sgdlab("run", str(cfg), *sets, store=store)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert nothing_written(store)
+
+
+def test_corrupted_data_file_and_bad_toml(tmp_path):
+    bad = tmp_path / "fm.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GOOD)
+    store = tmp_path / "store"
+    r = sgdlab("run", str(cfg), "--set", "data.name='fashion-mnist'", "--set", f"data.file='{bad}'",
+               store=store)
+    assert r.returncode == 2 and str(bad) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[data\nname=")
+    r = sgdlab("run", str(broken), store=store)
+    assert r.returncode == 2 and "broken.toml" in r.stderr
+    r = sgdlab("run", str(tmp_path / "missing.toml"), store=store)
+    assert r.returncode == 2 and "missing.toml" in r.stderr
+    r = sgdlab("resume", "no-such-run", store=store)
+    assert r.returncode == 2 and "no-such-run" in r.stderr
+    assert nothing_written(store)
+
+
+def test_run_ls_show_report(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GOOD)
+    store = tmp_path / "store"
+    r = sgdlab("run", str(cfg), "--set", "data.label_noise=0.2", store=store)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.split()[0]
+    assert run_id in sgdlab("ls", store=store).stdout
+    show = sgdlab("show", run_id[:8], store=store).stdout
+    assert "finished" in show and "test/acc" in show
+    r = sgdlab("report", run_id, store=store)
+    page = Path(r.stdout.strip())
+    assert r.returncode == 0 and page.exists()
+    text = page.read_text()
+    assert text.count("data:image/png;base64") >= 3 and run_id in text
+
+
+KILL_CFG = """
+name = "kill"
+seed = 3
+[data]
+name = "digits"
+download = false
+[model]
+name = "mlp"
+depth = 3
+width = 256
+dropout = 0.1
+[optim]
+lr = 0.02
+momentum = 0.9
+batch_size = 8
+[train]
+epochs = 25
+checkpoint_every = 150
+eval_every = 400
+"""
+
+
+def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(KILL_CFG)
+    ref_store, store = tmp_path / "ref", tmp_path / "killed"
+    ref = sgdlab("run", str(cfg), store=ref_store, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    ref_id = ref.stdout.split()[0]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sgdlab.cli", "--store", str(store), "-q", "run",
+                             str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        ckpts = list(store.glob("runs/*/checkpoints/step_*.pt"))
+        if any(int(p.stem.split("_")[1]) >= 1500 for p in ckpts):
+            break
+        assert proc.poll() is None, "run finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run,) = Store(store).find_runs()
+    assert run.status == "running"
+    assert not (run.path / "final.safetensors").exists()
+
+    r = sgdlab("resume", run.id[:10], store=store, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a = load_file(Path(ref_store) / "runs" / ref_id / "final.safetensors")
+    b = load_file(run.path / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma = Store(ref_store).metrics(runs=[ref_id]).sort_values(["name", "step"])
+    mb = Store(store).metrics(runs=[run.id]).sort_values(["name", "step"])
+    assert ma[["step", "name", "value"]].to_numpy().tolist() == \
+        mb[["step", "name", "value"]].to_numpy().tolist()
+    assert json.loads(json.dumps(Store(store).get_run(run.id).status)) == "finished"
