@@ -1,0 +1,6 @@
+"""Figures and HTML reports that read only from the store."""
+
+from sgdlab.report.figures import FIGURES, RunView, register_figure
+from sgdlab.report.html import write_report
+
+__all__ = ["FIGURES", "RunView", "register_figure", "write_report"]
