@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from sgdlab.errors import ConfigError
 from sgdlab.probes import register
 from sgdlab.probes.base import Probe, ProbeContext, Schedule
 
@@ -33,6 +34,11 @@ class HessianProbe(Probe):
                  tol: float = 1e-3, trace: bool = False, trace_rtol: float = 0.02,
                  trace_products: int = 200, warm_start: bool = True) -> None:
         super().__init__(schedule)
+        if k < 1 or n < 1 or not 0 < tol < 1:
+            raise ConfigError(f"probe hessian: needs k >= 1, n >= 1, 0 < tol < 1 "
+                              f"(got k={k}, n={n}, tol={tol})")
+        if trace and trace_products < 30:
+            raise ConfigError(f"probe hessian: trace_products must be >= 30, got {trace_products}")
         self.k, self.n, self.tol, self.warm_start = k, n, tol, warm_start
         self.trace, self.trace_rtol, self.trace_products = trace, trace_rtol, trace_products
         self.previous: torch.Tensor | None = None
@@ -45,7 +51,7 @@ class HessianProbe(Probe):
         out = {"lambda_max": values[0].item(), "eigenvalues": values.numpy(),
                "stability": stability_threshold(ctx.lr, ctx.momentum),
                "residual_max": float(res.residuals[: self.k].max()),
-               "products": res.n_products, "seconds": res.seconds}
+               "products": res.products, "seconds": res.seconds}
         for i in range(1, self.k):
             out[f"eig_{i}"] = values[i].item()
         if self.trace:
@@ -53,7 +59,7 @@ class HessianProbe(Probe):
 
             tr = hessian_trace(ctx.model, ctx.loss_fn, ctx.subset(self.n), rtol=self.trace_rtol,
                                max_products=self.trace_products, generator=ctx.generator)
-            out["trace"], out["trace_se"] = tr.value, tr.stderr
+            out["trace"], out["trace_se"] = tr.estimate, tr.stderr
         return out
 
     def state_dict(self) -> dict:
@@ -66,22 +72,21 @@ class HessianProbe(Probe):
 @register
 class HessianDensityProbe(Probe):
     """Spectral density of the Hessian by stochastic Lanczos quadrature (on a sparse
-    schedule: it costs ``n_vectors * steps`` products). Arrays ``grid``, ``density``."""
+    schedule: it costs ``vectors * steps`` products). Arrays ``grid``, ``density``."""
 
     name = "hessian_density"
 
     def __init__(self, schedule: Schedule | None = None, *, n: int = 2048, steps: int = 80,
-                 n_vectors: int = 4, grid_points: int = 400, sigma: float = 0.0) -> None:
+                 vectors: int = 4, points: int = 400, sigma: float = 0.0) -> None:
         super().__init__(schedule)
-        self.n, self.steps, self.n_vectors = n, steps, n_vectors
-        self.grid_points, self.sigma = grid_points, sigma
+        self.n, self.steps, self.vectors, self.points = n, steps, vectors, points
+        self.sigma = sigma or None  # None: the engine's default broadening
 
     def measure(self, ctx: ProbeContext) -> dict:
         from sgdlab.curvature import hessian_density
 
-        kwargs = {"sigma": self.sigma} if self.sigma > 0 else {}
-        res = hessian_density(ctx.model, ctx.loss_fn, ctx.subset(self.n), steps=self.steps,
-                              n_vectors=self.n_vectors, grid_points=self.grid_points,
-                              generator=ctx.generator, **kwargs)
+        res = hessian_density(ctx.model, ctx.loss_fn, ctx.subset(self.n), num_steps=self.steps,
+                              num_vectors=self.vectors, num_points=self.points, sigma=self.sigma,
+                              generator=ctx.generator)
         return {"grid": res.grid.cpu().numpy(), "density": res.density.cpu().numpy(),
-                "products": res.n_products}
+                "products": res.products}
