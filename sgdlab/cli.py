@@ -1,4 +1,4 @@
-"""The ``sgdlab`` command.
+"""sgdlab: train networks with SGD, measure the trajectory, reproduce published results.
 
 Every user error (config, data file, run id) is one line on stderr and exit status 2, with
 nothing written to the store.
@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train an MLP on MNIST-1D (no download) and write its report")
     p.set_defaults(func=cmd_demo)
+
+    from sgdlab.experiments.cli import add_experiment_commands
+    from sgdlab.sweep.cli import add_sweep_commands
+
+    add_sweep_commands(sub)
+    add_experiment_commands(sub)
     return parser
 
 

@@ -43,6 +43,23 @@ class DataBundle:
     input_scale: torch.Tensor
     source: str = ""  # file, folder or generator the data came from
 
+    @classmethod
+    def from_tensors(cls, x_train: torch.Tensor, y_train: torch.Tensor,
+                     x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
+                     n_classes: int | None = None, name: str = "tensors") -> DataBundle:
+        """Wrap a user's own tensors (no corruption, unit input scale), e.g. to use probes
+        in a training loop of one's own. Integer labels make a classification task."""
+        x_test = x_train[:0] if x_test is None else x_test
+        y_test = y_train[:0] if y_test is None else y_test
+        classification = not y_train.is_floating_point()
+        if n_classes is None:
+            n_classes = int(y_train.max()) + 1 if classification else y_train.shape[-1]
+        none = torch.zeros(len(x_train), dtype=torch.bool, device=x_train.device)
+        return cls(name, "classification" if classification else "regression", x_train, y_train,
+                   x_test, y_test, y_train, none, none.clone(), n_classes,
+                   tuple(x_train.shape[1:]), torch.ones(x_train.shape[1:], dtype=x_train.dtype,
+                                                        device=x_train.device))
+
     @property
     def corrupted(self) -> torch.Tensor:
         """Examples with a corrupted label or input."""
