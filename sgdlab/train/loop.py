@@ -158,14 +158,16 @@ class Trainer:
         """Train until the plan's last step; return the final status."""
         self.run = run
         cfg, plan = self.cfg, self.plan
+        state = run.load_checkpoint() if resume else None
         if resume:
-            state = run.load_checkpoint()
-            if state is not None:
-                self.load_state_dict(state)
+            run.set_status("running")
+        if state is not None:
+            self.load_state_dict(state)
             run.truncate_metrics(self.step)
             run.truncate_arrays(self.step)
-            run.set_status("running")
-        else:
+        else:  # a fresh start, also for a run killed before its first checkpoint
+            run.truncate_metrics(-1)
+            run.truncate_arrays(-1)
             self.log({"n_params": self.n_params, "n_train": self.data.n_train})
             self.record("on_train_start", self.probes.probes)
             self.evaluate()

@@ -1,0 +1,92 @@
+"""``sgdlab sweep GRID`` and ``sgdlab sweep-table NAME``.
+
+``sgdlab/cli.py`` calls :func:`add_sweep_commands` on its subparsers; each command
+receives ``args`` with ``args.store`` (store folder or None) and ``args.quiet``. Heavy
+imports (torch, pandas) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def cmd_sweep(args) -> int:
+    from sgdlab.store import Store
+    from sgdlab.sweep.execute import plan_sweep, run_sweep
+    from sgdlab.sweep.grid import load_grid
+
+    sweep = load_grid(args.grid, args.set)
+    store = Store(args.store)
+    if args.dry_run:
+        tasks = plan_sweep(sweep, store)
+        print(f"sweep {sweep.name}: {len(tasks)} points (group {sweep.name!r} in {store.root})")
+        for task, point in zip(tasks, sweep.points):
+            values = " ".join(f"{k}={v}" for k, v in point.items())
+            note = f" {task.run_id} ({task.status})" if task.run_id else ""
+            print(f"{task.index:>4}  {task.action:<6}  {values or task.config.name}{note}")
+        return 0
+    result = run_sweep(sweep, store, workers=args.workers, progress=not args.quiet,
+                       threads=args.threads)
+    print(result)
+    return 0 if result.failed == 0 else 1
+
+
+def cmd_sweep_table(args) -> int:
+    import pandas as pd
+
+    from sgdlab.store import Store
+    from sgdlab.sweep.query import sweep_table
+
+    metrics = args.metric or ["train/loss", "test/acc"]
+    table = sweep_table(Store(args.store), args.name, metrics=metrics, at=args.at)
+    for metric in metrics:
+        if table[metric].isna().all():
+            print(f"sgdlab: warning: no run of {args.name!r} logged {metric!r}", file=sys.stderr)
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table.to_string(index=False))
+    return 0
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def add_sweep_commands(subparsers) -> None:
+    """Add ``sweep`` and ``sweep-table`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "sweep", help="train every point of a grid of configs (skips finished runs, "
+        "resumes killed ones)")
+    p.add_argument("grid", help="TOML grid file (name, base, seeds, [product], [[zip]])")
+    p.add_argument("--workers", type=_at_least(0), default=0, metavar="N",
+                   help="worker processes (default 0: train in this process)")
+    p.add_argument("--threads", type=_at_least(1), default=None, metavar="T",
+                   help="torch threads per worker (default: CPUs / workers)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the expanded points and what would be done; train nothing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base config field (train.epochs=5) or a grid key "
+                   "(seeds=[0,1], product.optim.lr=[0.1,0.2]); repeatable")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("sweep-table", help="a sweep's swept parameters and metrics, "
+                              "one row per run")
+    p.add_argument("name", help="sweep name (the runs' group)")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="metric column (repeatable; default train/loss and test/acc)")
+    p.add_argument("--at", choices=["last", "min", "max"], default="last",
+                   help="value at the last step, or the min / max over training")
+    p.add_argument("--csv", action="store_true", help="write CSV instead of a text table")
+    p.set_defaults(func=cmd_sweep_table)
