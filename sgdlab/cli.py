@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sgdlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sgdlab ls | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -202,6 +202,7 @@ class Trainer:
                                               plan.total_steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
+                self.ctx.lr = lr
                 x, y = x_all[idx], y_all[idx]
                 opt.zero_grad(set_to_none=True)
                 loss = self.loss_fn(self.model(x), y)
@@ -212,7 +213,7 @@ class Trainer:
                 if due or refresh:
                     if not math.isfinite(loss.item()):
                         return self._diverged(self.step)
-                    self._before_update(due, refresh, lr, x, y)
+                    self._before_update(due, refresh, x, y)
                 opt.step()
                 if due:
                     self._after_update(due)
@@ -237,9 +238,9 @@ class Trainer:
                     break
         return self._finish()
 
-    def _before_update(self, due, refresh, lr, x, y) -> None:
+    def _before_update(self, due, refresh, x, y) -> None:
         ctx = self.ctx
-        ctx.step, ctx.epoch, ctx.lr, ctx.batch = self.step, self.epoch, lr, (x, y)
+        ctx.step, ctx.epoch, ctx.batch = self.step, self.epoch, (x, y)
         ctx.shared.clear()
         if refresh:  # NSGD first, with its own generator: probes then reuse its eigenpairs
             with isolated(self.model):
