@@ -107,7 +107,7 @@ def probe_scalars_figure(view: RunView):
     claimed = {name for fn in FIGURES for name in getattr(fn, "claims", ())}
     groups: dict[str, list[str]] = {}
     for name in view.names():
-        if name.startswith(RESERVED) or name in claimed or "/" not in name:
+        if name.startswith(RESERVED) or name.startswith(tuple(claimed)) or "/" not in name:
             continue
         groups.setdefault(name.split("/", 1)[0], []).append(name)
     out = []
@@ -127,7 +127,8 @@ FIGURES: list[Callable[[RunView], list[tuple[str, Figure]]]] = [
 
 
 def register_figure(fn: Callable, claims: tuple[str, ...] = (), position: int | None = None):
-    """Add a figure function; ``claims`` are metric names it draws (kept off generic panels)."""
+    """Add a figure function; ``claims`` are prefixes of the metric names it draws (kept
+    off the generic per-probe panels)."""
     fn.claims = claims
     FIGURES.insert(len(FIGURES) if position is None else position, fn)
     return fn

@@ -30,7 +30,8 @@ def sharpness_figure(view: RunView):
     return [("Sharpness: top Hessian eigenvalues and the stability threshold", fig)]
 
 
-register_figure(sharpness_figure, claims=("hessian/lambda_max", "hessian/stability"))
+register_figure(sharpness_figure,
+                claims=("hessian/lambda_max", "hessian/stability", "hessian/eig_"))
 
 
 def trace_figure(view: RunView):
