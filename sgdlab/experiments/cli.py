@@ -1,0 +1,58 @@
+"""``sgdlab experiment NAME [--scale smoke|paper] [--set key=value ...] [--workers N]`` and
+``sgdlab experiment --list``.
+
+``sgdlab/cli.py`` calls :func:`add_experiment_commands` on its subparsers; the command
+receives ``args`` with ``args.store`` (store folder or None) and ``args.quiet``. Heavy
+imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+
+def cmd_experiment(args) -> int:
+    from sgdlab.errors import SgdlabError
+    from sgdlab.experiments import EXPERIMENTS, format_checks, run_experiment
+
+    if args.list or not args.name:
+        if not args.list:
+            raise SgdlabError("experiment: give an experiment NAME or --list")
+        width = max((len(n) for n in EXPERIMENTS), default=0)
+        for name, exp in sorted(EXPERIMENTS.items()):
+            print(f"{name:<{width}}  {exp.title}  [{', '.join(exp.scales)}]")
+        return 0
+    from sgdlab.store import Store
+
+    result = run_experiment(args.name, Store(args.store), scale=args.scale,
+                            overrides=args.set, workers=args.workers, quiet=args.quiet)
+    print(format_checks(result.checks))
+    print(f"report: {result.html_path}\nchecks: {result.json_path}\n"
+          f"{len(result.run_ids)} runs, {result.seconds:.1f} s")
+    return 0
+
+
+def _workers(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_experiment_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "experiment", help="reproduce a published result: train its grid, check its claims",
+        description="Train an experiment's runs (skipping finished ones), analyze them and "
+                    "write report.html, checks.json and figures under <store>/experiments/.")
+    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.add_argument("--scale", default="smoke", choices=["smoke", "paper"],
+                   help="smoke: seconds on a CPU; paper: the published setting on a GPU")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every run, e.g. --set device=cuda")
+    p.add_argument("--workers", type=_workers, default=0,
+                   help="worker processes (0: train in this process)")
+    p.set_defaults(func=cmd_experiment)
