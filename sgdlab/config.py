@@ -189,7 +189,6 @@ class TrainConfig:
     eval_batch_size: int = 4096
     checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
     keep_checkpoints: int = 2
-    progress: str = "auto"  # auto (only on a terminal) | on | off
 
     def check(self) -> None:
         _at_least("train.epochs", self.epochs, 1)
@@ -199,7 +198,6 @@ class TrainConfig:
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
         _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
-        _choice("train.progress", self.progress, ("auto", "on", "off"))
 
 
 @dataclass

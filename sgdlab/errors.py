@@ -2,7 +2,7 @@
 
 
 class SgdlabError(Exception):
-    """Bad input from the user (config, data file, run id). Message is one line naming the culprit."""
+    """Bad input from the user (config, data file, run id); a one-line message naming it."""
 
 
 class ConfigError(SgdlabError):
@@ -10,4 +10,4 @@ class ConfigError(SgdlabError):
 
 
 class DataError(SgdlabError):
-    """A data file or folder is missing, corrupted or in the wrong format; the message names the file."""
+    """A data file or folder is missing, corrupted or in the wrong format; names the file."""

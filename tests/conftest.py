@@ -35,7 +35,7 @@ def small_config(**overrides):
         "data": {"name": "digits", "normalize": "standardize", "download": False},
         "model": {"name": "mlp", "depth": 1, "width": 32},
         "optim": {"lr": 0.05, "batch_size": 64, "momentum": 0.9},
-        "train": {"epochs": 3, "progress": "off"},
+        "train": {"epochs": 3},
     }
     for key, value in overrides.items():
         node = base

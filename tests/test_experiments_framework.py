@@ -17,7 +17,7 @@ class Fake(Experiment):
     def configs(self, scale):
         base = {"data": {"name": "digits", "n_train": 256, "n_test": 128},
                 "model": {"name": "mlp", "depth": 1, "width": 8},
-                "optim": {"batch_size": 64}, "train": {"epochs": 1, "progress": "off"}}
+                "optim": {"batch_size": 64}, "train": {"epochs": 1}}
         return [{**base, "optim": {"batch_size": 64, "lr": lr}} for lr in (0.05, 0.1)]
 
     def analyze(self, ctx):

@@ -22,7 +22,7 @@ from sgdlab.train import loop
 TINY = {
     "data": {"name": "digits", "download": False},
     "model": {"name": "mlp", "depth": 1, "width": 16},
-    "train": {"epochs": 1, "progress": "off"},
+    "train": {"epochs": 1},
 }
 
 
@@ -58,7 +58,7 @@ name = "g"
 seeds = [0, 1, 2]
 [base]
 include = "base.toml"
-train.progress = "off"
+train.keep_checkpoints = 3
 [product]
 "optim.lr" = [0.05, 0.1]
 model.width = [16, 32]
@@ -74,7 +74,7 @@ model.width = [16, 32]
         [0.05, 0.1], [16, 32], [(32, 0.0), (64, 0.9)], [0, 1, 2])]
     assert got == want  # 24 points, seeds innermost
     c = sweep.configs[5]
-    assert (c.group, c.data.name, c.train.epochs, c.train.progress) == ("g", "digits", 3, "off")
+    assert (c.group, c.data.name, c.train.epochs, c.train.keep_checkpoints) == ("g", "digits", 3, 3)
     assert c.name == "g_lr-0.05_width-16_batch_size-64_momentum-0.9_seed-2"
     assert len({c.name for c in sweep.configs}) == 24
     # --set: a grid key, and a base field

@@ -134,7 +134,7 @@ class BreakEven(Experiment):
                 "name": f"{self.name}-{scale}_lr-{lr:g}_S-{batch}", "seed": 0,
                 "data": dict(g["data"]), "model": dict(g["model"]),
                 "optim": {"lr": lr, "batch_size": batch},
-                "train": {"epochs": g["epochs"], "progress": "off", "eval_every": every,
+                "train": {"epochs": g["epochs"], "eval_every": every,
                           "eval_batch_size": g["eval_batch"]},
                 "probes": [{"name": "hessian", "log_points": g["log_points"], "k": 1,
                             "n": g["n"]},

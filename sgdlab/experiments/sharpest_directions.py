@@ -139,7 +139,7 @@ class SharpestDirections(Experiment):
             out.append({
                 "name": f"{self.name}-{scale}_{tag}", "seed": 0, "data": dict(g["data"]),
                 "model": dict(g["model"]), "optim": optim,
-                "train": {"epochs": g["epochs"], "progress": "off",
+                "train": {"epochs": g["epochs"],
                           "eval_batch_size": g["eval_batch"]},
                 "probes": [{"name": "hessian", "every": every, "k": 5, "n": g["n"]},
                            {"name": "sharpest", "every": "epoch", "k": 3, "n": g["n"]}]})

@@ -104,10 +104,10 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
               threads: int | None = None) -> SweepResult:
     """Train every point not done yet; one summary line per run unless ``progress=False``.
 
-    ``workers=0``: sequentially in this process (each run's own progress bar follows its
-    ``train.progress``); ``workers=N``: N spawned processes with ``threads`` torch threads
-    each (default: the CPUs divided among the workers); a script that uses workers needs
-    the ``if __name__ == "__main__":`` guard (spawned workers import the main module)."""
+    ``workers=0``: sequentially in this process (each run shows its progress bar on a
+    terminal); ``workers=N``: N spawned processes with ``threads`` torch threads each
+    (default: the CPUs divided among the workers); a script that uses workers needs the
+    ``if __name__ == "__main__":`` guard (spawned workers import the main module)."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     tasks = plan_sweep(sweep, store)

@@ -171,7 +171,7 @@ class Trainer:
             self.log({"n_params": self.n_params, "n_train": self.data.n_train})
             self.record("on_train_start", self.probes.probes)
             self.evaluate()
-        bar = Progress(plan.total_steps, cfg.name, enabled=self.progress, mode=cfg.train.progress)
+        bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
         bar.update(self.step)
         self.model.train()
         try:

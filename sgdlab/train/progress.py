@@ -10,11 +10,12 @@ from rich.progress import Progress as RichProgress
 
 
 class Progress:
-    """Steps done out of ``total``, with the last batch loss; ``mode`` is train.progress."""
+    """Steps done out of ``total``, with the last batch loss; ``enabled=None``: only when
+    stderr is a terminal. Display is not part of a run's config (it does not change the run)."""
 
-    def __init__(self, total: int, name: str, enabled: bool | None = None, mode: str = "auto"):
+    def __init__(self, total: int, name: str, enabled: bool | None = None):
         if enabled is None:
-            enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+            enabled = sys.stderr.isatty()
         self._bar = None
         if enabled:
             self._bar = RichProgress(
