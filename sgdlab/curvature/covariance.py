@@ -1,0 +1,161 @@
+"""The gradient covariance (gradient noise) as a linear operator.
+
+    K = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ = (1/N) Gᵀ G − ḡ ḡᵀ,
+
+with g_i = ∇_θ ℓ_i(θ) the gradient of example i's loss ℓ_i = loss_fn(f(θ; x_i)[None], y_i[None]),
+G the (N, P) matrix of the g_i and ḡ their mean (the gradient of the mean loss).
+
+Two routes to K v:
+
+``"materialize"``  G by ``vmap(grad)`` + ``functional_call``, chunk by chunk, kept in memory
+                   (N · P numbers, when they fit the memory budget); then K v costs two
+                   matrix products and no pass over the data.
+``"matrix_free"``  per chunk, the vector of per-example losses ℓ(θ) ∈ R^n has Jacobian G_c:
+                   G_c v is one jvp and G_cᵀ u one vjp, so
+                   K v = (1/N) Σ_c G_cᵀ (G_c v) − ḡ (ḡᵀ v).
+                   Memory of one chunk; valid in train mode too, where BatchNorm couples
+                   the examples of a chunk (ℓ_i is then computed within its chunk).
+``"auto"``         materialize when N · P fits a quarter of the budget and the model is in
+                   eval mode, else matrix-free.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp, vjp, vmap
+
+from sgdlab.curvature.flat import flatten
+from sgdlab.curvature.linop import LinearOperator
+from sgdlab.curvature.model_function import Data, LossFn, ModelFunction, ParamSpec
+
+ROUTES = ("auto", "materialize", "matrix_free")
+
+
+class CovarianceOperator(LinearOperator):
+    """K, the covariance of per-example gradients (arguments as :class:`HessianOperator`).
+
+    ``route`` picks how products are computed (module docstring); ``self.mean_gradient``
+    is ḡ and, on the materialized route, ``self.centered`` is G − ḡ (N, P).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Data,
+        *,
+        params: ParamSpec = None,
+        train: bool = False,
+        route: str = "auto",
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        seed: int = 0,
+        memory_budget: int | None = None,
+        batched: bool | None = None,
+    ):
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+        if route == "materialize" and train:
+            raise ValueError(
+                "route='materialize' computes per-example gradients one example at a time, "
+                "which is not train mode (BatchNorm couples a batch); use route='matrix_free'"
+            )
+        fn = ModelFunction(
+            model,
+            loss_fn,
+            data,
+            params=params,
+            train=train,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            seed=seed,
+            memory_budget=memory_budget,
+        )
+        super().__init__(fn.dim, fn.dtype, fn.device)
+        self.fn = fn
+        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
+        if chunk_size is None:
+            per_example = 2 * fn.graph_bytes_per_example()
+            chunk = max(1, int(fn.memory_budget / (4 * per_example)))
+            if max(fn.sizes) > chunk:
+                fn.rechunk(chunk)
+        fits = fn.num_examples * fn.dim * torch.finfo(fn.dtype).bits // 8 <= fn.memory_budget // 4
+        if route == "auto":
+            route = "materialize" if fits and not train else "matrix_free"
+        self.route = route
+        self.centered: Tensor | None = None
+        if route == "materialize":
+            G = torch.cat([self._chunk_gradients(i) for i in range(len(fn.batches))])
+            self.mean_gradient = G.mean(0)
+            self.centered = G.sub_(self.mean_gradient)
+        else:
+            ones = [torch.ones(1, n, dtype=fn.dtype, device=fn.device) for n in fn.sizes]
+            self.mean_gradient = self._transpose_products(ones)[0] / fn.num_examples
+
+    def _chunk_gradients(self, i: int) -> Tensor:
+        """(n_i, P): per-example gradients of chunk i by vmap(grad) (eval mode)."""
+        fn = self.fn
+        x, y = fn.batch(i)
+
+        def loss_one(p: tuple[Tensor, ...], xi: Tensor, yi: Tensor) -> Tensor:
+            return fn.loss_fn(fn.outputs(p, xi.unsqueeze(0)), yi.unsqueeze(0))
+
+        with fn.mode():
+            g = vmap(grad(loss_one), in_dims=(None, 0, 0))(fn.primals, x, y)
+        return torch.cat([t.reshape(len(y), -1) for t in g], dim=1)
+
+    def _losses(self, i: int):
+        fn = self.fn
+        x, y = fn.batch(i)
+
+        def losses(p: tuple[Tensor, ...]) -> Tensor:
+            with fn.rng(i):
+                out = fn.outputs(p, x)
+            return fn.per_sample_losses(out, y)
+
+        return losses
+
+    def _transpose_products(self, us: list[Tensor]) -> Tensor:
+        """Σ_c G_cᵀ u_c for per-chunk blocks u_c (m, n_c): returns (m, P)."""
+        fn = self.fn
+        out = None
+        with fn.mode():
+            for i, u in enumerate(us):
+                _, pullback = vjp(self._losses(i), fn.primals)
+                rows = [flatten(pullback(u[r])[0]) for r in range(u.shape[0])]
+                res = torch.stack(rows)
+                out = res if out is None else out + res
+        return out
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        fn = self.fn
+        if self.centered is not None:
+            return (V @ self.centered.T) @ self.centered / fn.num_examples
+        m = V.shape[0]
+        vs = fn.unflatten(V)
+        out = torch.zeros_like(V)
+        with fn.mode():
+            for i in range(len(fn.batches)):
+                losses = self._losses(i)
+                _, pullback = vjp(losses, fn.primals)
+
+                def k_v(t: tuple[Tensor, ...], losses=losses, pullback=pullback) -> Tensor:
+                    gv = jvp(losses, (fn.primals,), (t,))[1]
+                    return flatten(pullback(gv)[0])
+
+                if self.batched and m > 1:
+                    out += vmap(k_v)(tuple(vs))
+                else:
+                    out += torch.stack([k_v(tuple(v[r] for v in vs)) for r in range(m)])
+        g = self.mean_gradient
+        return out / fn.num_examples - (V @ g)[:, None] * g[None]
+
+    def exact_trace(self) -> float | None:
+        """Tr K = (1/N) Σ_i ‖g_i‖² − ‖ḡ‖², from per-example gradients (None in train mode)."""
+        if self.centered is not None:
+            return float(self.centered.pow(2).sum() / self.fn.num_examples)
+        if self.fn.train:
+            return None
+        sq = sum(float(self._chunk_gradients(i).pow(2).sum()) for i in range(len(self.fn.batches)))
+        return sq / self.fn.num_examples - float(self.mean_gradient @ self.mean_gradient)

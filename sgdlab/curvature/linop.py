@@ -1,0 +1,67 @@
+"""Symmetric linear operators on R^P, the interface every curvature algorithm consumes.
+
+An operator maps a block of row vectors V (m, P) to A V (m, P) (``matmat``) and counts
+the matrix-vector products it performed (a block of m vectors counts m). Algorithms in
+:mod:`sgdlab.curvature` only use ``shape``, ``dtype``, ``device`` and ``matmat``, so any
+symmetric matrix can be analysed, not only a network's Hessian.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LinearOperator:
+    """Base class: subclasses implement ``_matmat(V)`` for V of shape (m, P)."""
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device):
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.products = 0  # matrix-vector products performed so far
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """A V for a block of row vectors V (m, P); counts m products."""
+        if V.ndim != 2 or V.shape[1] != self.dim:
+            raise ValueError(f"matmat expects a (m, {self.dim}) block, got {tuple(V.shape)}")
+        V = V.to(device=self.device, dtype=self.dtype)
+        self.products += V.shape[0]
+        return self._matmat(V)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """A v for one vector v (P,)."""
+        if v.ndim != 1:
+            raise ValueError(
+                f"matvec expects a vector of shape ({self.dim},), got {tuple(v.shape)}"
+            )
+        return self.matmat(v[None])[0]
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        return self.matvec(v) if v.ndim == 1 else self.matmat(v.T).T
+
+    def to_dense(self, block: int = 64) -> Tensor:
+        """The P x P matrix, column block by column block (P products; for tests)."""
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        cols = [self.matmat(eye[i : i + block]) for i in range(0, self.dim, block)]
+        return torch.cat(cols).T.contiguous()
+
+
+class DenseOperator(LinearOperator):
+    """A symmetric matrix given explicitly (tests, small problems)."""
+
+    def __init__(self, matrix: Tensor):
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"DenseOperator needs a square matrix, got {tuple(matrix.shape)}")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return V @ self.matrix.T
