@@ -45,9 +45,10 @@ def test_label_noise_reports_clean_and_corrupted_subsets(store):
     assert {"clean/acc", "corrupted/acc", "corrupted/acc_true", "clean/loss"} <= names
 
 
-def test_non_finite_loss_is_recorded_as_diverged(store):
+@pytest.mark.parametrize("eval_every", [0, 1, 3])
+def test_non_finite_loss_is_recorded_as_diverged(store, eval_every):
     cfg = small_config(**{"optim.lr": 1e4, "optim.momentum": 0.0, "train.loss": "mse",
-                          "train.epochs": 20})
+                          "train.epochs": 20, "train.eval_every": eval_every})
     run = train(cfg, store)
     assert run.status == "diverged"
     row = store.runs().set_index("id").loc[run.id]
@@ -56,6 +57,7 @@ def test_non_finite_loss_is_recorded_as_diverged(store):
     losses = store.metrics(runs=[run.id], names=["train/batch_loss"]).set_index("step")["value"]
     assert all(math.isfinite(v) for v in losses[losses.index < step])
     assert not math.isfinite(losses[step])
+    assert not (run.path / "final.safetensors").exists()
 
 
 def test_full_batch_is_one_step_per_epoch(store):

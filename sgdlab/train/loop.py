@@ -91,6 +91,7 @@ class Trainer:
         self.progress = progress
         self.run: Run | None = None
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []
+        self.diverged_at: int | None = None
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -124,18 +125,16 @@ class Trainer:
         self.flush()
         self.run.log(self.step if step is None else step, metrics, epoch=self.epoch)
 
-    def flush(self) -> int | None:
-        """Write buffered batch losses; return the first step whose loss is not finite."""
+    def flush(self) -> None:
+        """Write buffered batch losses (one GPU sync); remember the first non-finite one."""
         if not self._pending:
-            return None
+            return
         losses = torch.stack([loss for _, _, loss, _ in self._pending]).double().cpu().tolist()
-        bad = None
         for (step, epoch, _, lr), value in zip(self._pending, losses):
             self.run.log(step, {"train/batch_loss": value, "lr": lr}, epoch=epoch)
-            if bad is None and not math.isfinite(value):
-                bad = step
+            if self.diverged_at is None and not math.isfinite(value):
+                self.diverged_at = step
         self._pending.clear()
-        return bad
 
     def record(self, hook: str, probes) -> None:
         for probe, result in self.probes.call(hook, probes, self.ctx):
@@ -211,8 +210,8 @@ class Trainer:
                 due = self.probes.due(self.step, epoch_start) if self.probes else []
                 refresh = self.nsgd and opt.wants_refresh(self.step, epoch_start)
                 if due or refresh:
-                    if not math.isfinite(loss.item()):
-                        return self._diverged(self.step)
+                    if not math.isfinite(loss.item()):  # never measure a diverged model
+                        return self._diverged()
                     self._before_update(due, refresh, x, y)
                 opt.step()
                 if due:
@@ -225,14 +224,17 @@ class Trainer:
                 if epoch_end:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                if (epoch_end or last or len(self._pending) >= FLUSH_EVERY) and (
-                        bad := self.flush()) is not None:
-                    return self._diverged(bad)
-                if last or (eval_every and self.step % eval_every == 0) or (
-                        not eval_every and epoch_end):
+                eval_due = last or (eval_every and self.step % eval_every == 0) or (
+                    not eval_every and epoch_end)
+                ckpt_due = last or (ckpt_every and self.step % ckpt_every == 0) or (
+                    not ckpt_every and epoch_end)
+                if eval_due or ckpt_due or epoch_end or len(self._pending) >= FLUSH_EVERY:
+                    self.flush()  # checks for divergence before evaluating or saving
+                    if self.diverged_at is not None:
+                        return self._diverged()
+                if eval_due:
                     self.evaluate()
-                if last or (ckpt_every and self.step % ckpt_every == 0) or (
-                        not ckpt_every and epoch_end):
+                if ckpt_due:
                     self.checkpoint()
                 if last or epoch_end:
                     break
@@ -260,8 +262,9 @@ class Trainer:
         self.record("after_step", due)
         self.ctx.update = self.ctx.batch_grad = None
 
-    def _diverged(self, step: int) -> str:
+    def _diverged(self) -> str:
         self.flush()
+        step = self.diverged_at
         self.run.set_status("diverged", diverged_step=step,
                             message=f"non-finite loss at step {step}")
         return "diverged"
