@@ -89,10 +89,11 @@ def test_warm_start_uses_fewer_products_than_cold():
     cold = lanczos(moved, 4, tol=1e-8)
     warm = lanczos(moved, 4, tol=1e-8, init=first)
     block = lanczos(moved, 4, tol=1e-8, init=first.vectors, block_size=4)
-    H = dense_hessian(c.model, c.loss_fn, c.data)
-    for res in (cold, warm, block):
-        assert_matches(res, H, "LA", 4)
-    assert warm.products < cold.products
+    for res in (warm, block):
+        assert res.all_converged and res.residuals.max() <= 1e-8
+        assert ((res.values - cold.values).abs() / cold.values).max() < 1e-12
+        assert ((res.vectors * cold.vectors).sum(1).abs() > 1 - 1e-10).all()
+    assert cold.all_converged and warm.products < cold.products
     assert (first.vectors * cold.vectors).sum(1).abs().min() < 0.999  # the vectors did move
 
 

@@ -290,26 +290,26 @@ class ModelFunction:
         """Bytes per example of the graph kept by a create_graph gradient (measured on a probe).
 
         On CUDA: growth of allocated memory; elsewhere: sizes of the tensors autograd saves
-        (``saved_tensors_hooks``), parameters excluded.
+        (``saved_tensors_hooks``), parameters excluded (callers add a factor for temporaries).
         """
         x, y = self.batch(0)
         n = min(probe, len(y))
         x, y = x[:n], y[:n]
         leaves = self.leaves()
-        skip = {t.untyped_storage().data_ptr() for t in (*self.primals, *self.frozen.values())}
-        skip |= {t.untyped_storage().data_ptr() for t in leaves}
-        seen: set[int] = set()
+        skip = {t.data_ptr() for t in (*self.primals, *self.frozen.values(), *leaves)}
+        seen: set[tuple[int, int]] = set()
         total = 0
 
         def pack(t: Tensor) -> Tensor:
+            # the tensor's own bytes, not its storage's: a slice of a big dataset is a view
             nonlocal total
             try:
-                ptr, size = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
-            except (RuntimeError, NotImplementedError):
-                ptr, size = id(t), t.numel() * t.element_size()
-            if ptr not in skip and ptr not in seen:
-                seen.add(ptr)
-                total += size
+                key = (t.data_ptr(), t.numel())
+            except RuntimeError:  # tensors without storage (e.g. inside transforms)
+                key = (id(t), t.numel())
+            if key[0] not in skip and key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
             return t
 
         cuda = self.device.type == "cuda"
@@ -317,7 +317,8 @@ class ModelFunction:
         with self.mode(), self.rng(0), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = self.loss_fn(self.outputs(leaves, x), y)
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            if cuda:
-                total = torch.cuda.memory_allocated(self.device) - start
+            if cuda:  # growth minus the gradient itself (P numbers, not per example)
+                grad_bytes = sum(g.numel() * g.element_size() for g in grads if g is not None)
+                total = torch.cuda.memory_allocated(self.device) - start - grad_bytes
         del loss, grads
         return max(total, 1) / n

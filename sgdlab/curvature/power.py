@@ -33,8 +33,8 @@ def power_iteration(
 ) -> EigResult:
     """Top-k eigenpairs by largest magnitude ("LM") with projection deflation.
 
-    ``max_products`` (default 1000 k) is the total budget; each pair may use what the
-    previous ones left. ``init`` (EigResult or (m, P)) gives starting vectors.
+    ``max_products`` (default 1000 k) is the total budget; each pair gets an equal share
+    of what the previous ones left. ``init`` (EigResult or (m, P)) gives starting vectors.
     """
     t0 = time.perf_counter()
     dim, dt, dev = op.dim, op.dtype, op.device
@@ -75,9 +75,8 @@ def power_iteration(
     res_t = (AU - theta.to(dev, dt)[:, None] * U).norm(
         dim=1
     ).double().cpu() / theta.abs().clamp_min(1e-300)
-    values = theta
     return EigResult(
-        values=values,
+        values=theta,
         vectors=U if return_vectors else None,
         residuals=res_t,
         converged=res_t <= tol,
