@@ -26,13 +26,12 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.linop import LinearOperator
-from sgdlab.curvature.model_function import Data, LossFn, ModelFunction, ParamSpec
+from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
 
 ROUTES = ("auto", "materialize", "matrix_free")
 
 
-class CovarianceOperator(LinearOperator):
+class CovarianceOperator(ModelOperator):
     """K, the covariance of per-example gradients (arguments as :class:`HessianOperator`).
 
     ``route`` picks how products are computed (module docstring); ``self.mean_gradient``
@@ -61,25 +60,10 @@ class CovarianceOperator(LinearOperator):
                 "route='materialize' computes per-example gradients one example at a time, "
                 "which is not train mode (BatchNorm couples a batch); use route='matrix_free'"
             )
-        fn = ModelFunction(
-            model,
-            loss_fn,
-            data,
-            params=params,
-            train=train,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            seed=seed,
-            memory_budget=memory_budget,
-        )
-        super().__init__(fn.dim, fn.dtype, fn.device)
-        self.fn = fn
-        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
-        if chunk_size is None:
-            per_example = 2 * fn.graph_bytes_per_example()
-            chunk = max(1, int(fn.memory_budget / (4 * per_example)))
-            if max(fn.sizes) > chunk:
-                fn.rechunk(chunk)
+        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
+                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
+        fn = self.fn
+        self.fit_forward_mode_chunks(chunk_size)
         fits = fn.num_examples * fn.dim * torch.finfo(fn.dtype).bits // 8 <= fn.memory_budget // 4
         if route == "auto":
             route = "materialize" if fits and not train else "matrix_free"

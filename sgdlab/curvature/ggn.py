@@ -16,11 +16,10 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.linop import LinearOperator
-from sgdlab.curvature.model_function import Data, LossFn, ModelFunction, ParamSpec
+from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
 
 
-class GGNOperator(LinearOperator):
+class GGNOperator(ModelOperator):
     """G = Jᵀ H_out J of the mean loss (arguments as :class:`HessianOperator`, minus backend)."""
 
     def __init__(
@@ -37,25 +36,9 @@ class GGNOperator(LinearOperator):
         memory_budget: int | None = None,
         batched: bool | None = None,
     ):
-        fn = ModelFunction(
-            model,
-            loss_fn,
-            data,
-            params=params,
-            train=train,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            seed=seed,
-            memory_budget=memory_budget,
-        )
-        super().__init__(fn.dim, fn.dtype, fn.device)
-        self.fn = fn
-        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
-        if chunk_size is None:  # a jvp keeps primal and tangent activations: ~2x a graph
-            per_example = 2 * fn.graph_bytes_per_example()
-            chunk = max(1, int(fn.memory_budget / (4 * per_example)))
-            if max(fn.sizes) > chunk:
-                fn.rechunk(chunk)
+        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
+                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
+        self.fit_forward_mode_chunks(chunk_size)
 
     def _matmat(self, V: Tensor) -> Tensor:
         fn = self.fn

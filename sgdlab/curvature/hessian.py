@@ -27,8 +27,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.linop import LinearOperator
-from sgdlab.curvature.model_function import Data, LossFn, ModelFunction, ParamSpec
+from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
 
 BACKENDS = ("auto", "graph", "recompute", "func")
 
@@ -75,7 +74,7 @@ def _sum_grads(
     return [b if a is None else a if b is None else a + b for a, b in zip(total, g)]
 
 
-class HessianOperator(LinearOperator):
+class HessianOperator(ModelOperator):
     """H = ∇²L(θ) of the mean loss over ``data``, as a symmetric operator on R^P.
 
     Args:
@@ -113,20 +112,8 @@ class HessianOperator(LinearOperator):
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        fn = ModelFunction(
-            model,
-            loss_fn,
-            data,
-            params=params,
-            train=train,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            seed=seed,
-            memory_budget=memory_budget,
-        )
-        super().__init__(fn.dim, fn.dtype, fn.device)
-        self.fn = fn
-        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
+        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
+                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
         self.backend = self._choose(backend, chunk_size)
         self._graph: tuple[tuple[Tensor, ...], list[Tensor], list[int]] | None = None
         if self.backend == "graph":

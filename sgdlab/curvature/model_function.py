@@ -32,6 +32,7 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdlab.curvature.flat import flatten, unflatten
+from sgdlab.curvature.linop import LinearOperator
 
 Batch = tuple[Tensor, Tensor]
 Data = Batch | Iterable[Batch]
@@ -322,3 +323,31 @@ class ModelFunction:
                 total = torch.cuda.memory_allocated(self.device) - start - grad_bytes
         del loss, grads
         return max(total, 1) / n
+
+
+class ModelOperator(LinearOperator):
+    """A linear operator on R^P built on the :class:`ModelFunction` of (model, loss_fn,
+    data): the shared set-up of the Hessian, GGN and gradient-covariance operators.
+    ``batched`` multiplies blocks in one vmapped pass (default: on CUDA only)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data, *, params: ParamSpec = None,
+                 train: bool = False, chunk_size: int | None = None,
+                 dtype: torch.dtype | None = None, seed: int = 0,
+                 memory_budget: int | None = None, batched: bool | None = None):
+        fn = ModelFunction(model, loss_fn, data, params=params, train=train,
+                           chunk_size=chunk_size, dtype=dtype, seed=seed,
+                           memory_budget=memory_budget)
+        super().__init__(fn.dim, fn.dtype, fn.device)
+        self.fn = fn
+        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
+
+    def fit_forward_mode_chunks(self, chunk_size: int | None) -> None:
+        """Unless the caller chose ``chunk_size``, rechunk so that a forward-mode pass (it
+        keeps primal and tangent activations: about twice a graph) fits a quarter of the
+        memory budget."""
+        fn = self.fn
+        if chunk_size is None:
+            per_example = 2 * fn.graph_bytes_per_example()
+            chunk = max(1, int(fn.memory_budget / (4 * per_example)))
+            if max(fn.sizes) > chunk:
+                fn.rechunk(chunk)
