@@ -12,33 +12,19 @@ in output space (jvp of the output gradient) and a vjp back, all with ``torch.fu
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
+from sgdlab.curvature.model_function import ModelOperator
 
 
 class GGNOperator(ModelOperator):
     """G = Jᵀ H_out J of the mean loss (arguments as :class:`HessianOperator`, minus backend)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        *,
-        params: ParamSpec = None,
-        train: bool = False,
-        chunk_size: int | None = None,
-        dtype: torch.dtype | None = None,
-        seed: int = 0,
-        memory_budget: int | None = None,
-        batched: bool | None = None,
-    ):
-        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
-                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
-        self.fit_forward_mode_chunks(chunk_size)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fit_forward_mode_chunks(kwargs.get("chunk_size"))
 
     def _matmat(self, V: Tensor) -> Tensor:
         fn = self.fn

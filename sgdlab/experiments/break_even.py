@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.sharpest_directions import plain, spearman
+from sgdlab.experiments.common import plain, spearman
 
 REACH = 0.8  # "reaches ≈ 2/η": λ_max(H) ≥ REACH · 2/η
 GRIDS = {

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
+from sgdlab.experiments.common import spearman
 
 SCALES = {
     "smoke": dict(data={"name": "digits", "n_train": 1024, "download": False},
@@ -128,15 +129,6 @@ def spread(values) -> float:
     v = np.asarray([x for x in values if np.isfinite(x)], float)
     return float(v.max() / v.min() - 1) if len(v) >= 2 and v.min() > 0 else math.nan
 
-
-def spearman(x, y) -> float:
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return math.nan
-    return float(spearmanr(x[ok], y[ok]).statistic)
 
 
 # -- the experiment ----------------------------------------------------------------------

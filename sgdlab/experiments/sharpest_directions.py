@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
+from sgdlab.experiments.common import plain, spearman
 
 GAMMAS = (0.1, 1.0, 5.0)
 GRIDS = {
@@ -64,16 +65,6 @@ GRIDS = {
 }
 N_TRAIN = {"mnist1d": 4000, "fashion-mnist": 60000}
 
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (NaN with fewer than 3 finite pairs or a constant input)."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return math.nan
-    return float(spearmanr(x[ok], y[ok]).statistic)
 
 
 def robust_peak(values) -> float:
@@ -347,15 +338,6 @@ class SharpestDirections(Experiment):
         axes[0].legend(fontsize=8)
         return fig
 
-
-def plain(ax) -> None:
-    """Plain tick labels (%g) on log axes: no 2×10⁰ clutter."""
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
-
-    for axis in (ax.xaxis, ax.yaxis):
-        if axis.get_scale() == "log":
-            axis.set_major_formatter(FormatStrFormatter("%g"))
-            axis.set_minor_formatter(NullFormatter())
 
 
 def _bowls(run) -> list[tuple[int, dict]]:
