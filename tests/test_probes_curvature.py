@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sgdlab.optim.nsgd import NSGD
+from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import Probe, ProbeContext, Schedule, build_probes
 from sgdlab.probes.hessian import HessianDensityProbe, HessianProbe
 from sgdlab.probes.noise import GradientNoiseProbe
@@ -122,6 +123,52 @@ def test_nsgd_nudges_the_gradient_inside_the_subspace():
     assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-15)
 
 
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_nsgd_with_momentum_rescales_the_velocity_under_the_current_subspace(nesterov):
+    """Reference: plain SGD velocity b (weight decay in it), step s = b or g + β b, and
+    θ ← θ − η (s + (γ − 1) Vᵀ V s), with the basis changed between steps."""
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(6, dtype=torch.float64))
+    unused = nn.Parameter(torch.randn(2, dtype=torch.float64))
+    opt = NSGD([p, unused], gamma=4.0, k=2, lr=0.1, momentum=0.9, nesterov=nesterov,
+               weight_decay=0.01)
+    theta, b = p.detach().clone(), None
+    for t in range(4):
+        V = torch.linalg.qr(torch.randn(8, 2, dtype=torch.float64))[0].T
+        opt.set_basis(V)
+        g = torch.randn(6, dtype=torch.float64)
+        p.grad = g.clone()
+        preview = planned_update(opt, [p, unused])
+        before = p.detach().clone()
+        opt.step()
+        d = g + 0.01 * theta
+        b = d.clone() if b is None else 0.9 * b + d
+        s = torch.cat([d + 0.9 * b if nesterov else b, torch.zeros(2, dtype=torch.float64)])
+        theta = theta - 0.1 * (s + 3.0 * V.T @ (V @ s))[:6]
+        assert torch.allclose(p.detach(), theta, rtol=0, atol=1e-13), t
+        assert torch.allclose(preview[:6], p.detach() - before, rtol=0, atol=1e-13)
+        assert torch.equal(preview[6:], torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-3),
+                                                  (0.9, True, 1e-3)])
+def test_planned_update_is_the_step_sgd_takes(momentum, nesterov, wd):
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=momentum, nesterov=nesterov,
+                          weight_decay=wd, foreach=False)
+    params = list(model.parameters())
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.randn(4, 5, dtype=torch.float64)).square().sum().backward()
+        preview = planned_update(opt, params)
+        before = torch.cat([p.detach().reshape(-1) for p in params])
+        opt.step()
+        after = torch.cat([p.detach().reshape(-1) for p in params])
+        assert torch.allclose(preview, after - before, rtol=0, atol=1e-15)
+
+
 CURVATURE_PROBES = [
     {"name": "hessian", "every": 7, "k": 2, "n": 200, "trace": True, "trace_products": 30},
     {"name": "gradient_noise", "every": 11, "n": 100},
@@ -194,3 +241,24 @@ def test_resume_with_probes_measures_the_same(store):
     b = store.metrics(runs=[killed.id]).sort_values(["name", "step"])[cols]
     timing = a["name"].str.endswith("seconds")
     assert a[~timing].to_numpy().tolist() == b[~timing.to_numpy()].to_numpy().tolist()
+
+
+@pytest.mark.parametrize("optim", [{"optim.momentum": 0.9},
+                                   {"optim.momentum": 0.9, "optim.name": "nsgd",
+                                    "optim.nsgd_gamma": 5.0, "optim.nsgd_k": 2,
+                                    "optim.nsgd_subset": 200}])
+def test_bowl_unit_is_the_step_actually_taken(store, optim):
+    """With momentum and NSGD the bowl's unit (the step's projection on each direction) is
+    the projection of the update the optimizer then makes, not of −η g."""
+    probes = [{"name": "sharpest", "every": 9, "k": 2, "n": 150, "points": 5}]
+    run = train(small_config(**{"train.epochs": 1}, **optim, probes=probes), store)
+    by_step: dict[int, dict] = {}
+    for name in ("sharpest", "sharpest.after_step"):
+        for step, arrays in run.load_arrays(name):
+            by_step.setdefault(step, {}).update(arrays)
+    measured = [(s, a) for s, a in sorted(by_step.items()) if "update_projection" in a
+                and "step_projection" in a]
+    assert len(measured) >= 3
+    for step, arrays in measured[1:]:  # from step 9 on, the velocity differs from −η g
+        np.testing.assert_allclose(arrays["step_projection"], arrays["update_projection"],
+                                   rtol=1e-4, atol=1e-7, err_msg=f"step {step}")

@@ -1,20 +1,24 @@
 """Nudged SGD (Jastrzębski et al., "On the Relation Between the Sharpest Directions of DNN
 Loss and the SGD Step Length", ICLR 2019).
 
-The mini-batch gradient ``g`` is split into its component inside the top-K Hessian
-eigenspace ``V`` (orthonormal columns, refreshed every ``every`` steps or every epoch) and
-the rest, and the first is multiplied by ``gamma``::
+At each step SGD's update direction s (the gradient plus weight decay; with momentum, the
+velocity: heavy-ball or Nesterov, see :mod:`sgdlab.optim.sgd_step`) is split into its
+component inside the top-K Hessian eigenspace ``V`` (orthonormal rows, refreshed every
+``every`` steps or every epoch) and the rest, and the first is multiplied by ``gamma``::
 
-    g' = g + (gamma - 1) V V^T g
+    θ ← θ − η (s + (gamma − 1) Vᵀ V s)
 
-then an ordinary SGD step (momentum, Nesterov, weight decay as ``torch.optim.SGD``) is
-taken with ``g'``; with momentum, the velocity therefore accumulates nudged gradients.
-Weight decay is added to ``g'`` by SGD, i.e. it is not nudged. ``gamma = 1`` is exactly SGD.
+The momentum buffer itself is plain SGD's: the rescaling applies to the velocity at the
+step, under the current subspace, so a refresh does not leave components scaled for an
+old subspace in the buffer. With momentum 0 this rescales the gradient. ``gamma = 1`` is
+exactly SGD (bit for bit).
 """
 
 from __future__ import annotations
 
 import torch
+
+from sgdlab.optim.sgd_step import sgd_steps
 
 
 class NSGD(torch.optim.SGD):
@@ -45,21 +49,32 @@ class NSGD(torch.optim.SGD):
         q, _ = torch.linalg.qr(vectors.T.to(torch.float64))
         self.basis = q.T.to(vectors.dtype)
 
+    def preview(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """The (p, s', η) of the next step without taking it (see ``sgd_steps``)."""
+        return self._nudge(sgd_steps(self, commit=False))
+
+    def _nudge(self, steps):
+        """Rescale the steps' component in the basis; the basis is over all trainable
+        parameters in order, those without a gradient (unused) taking no step."""
+        if self.basis is None or not steps:
+            return steps
+        by_param = {id(p): s for p, s, _ in steps}
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        flat = torch.cat([by_param.get(id(p), torch.zeros_like(p)).reshape(-1) for p in params])
+        basis = self.basis.to(flat.device, flat.dtype)
+        nudged = flat + (self.gamma - 1.0) * (basis.T @ (basis @ flat))
+        pieces = dict(zip(map(id, params), torch.split(nudged, [p.numel() for p in params])))
+        return [(p, pieces[id(p)].view_as(s), lr) for p, s, lr in steps]
+
     @torch.no_grad()
     def step(self, closure=None):
-        if self.basis is not None:
-            params = [p for group in self.param_groups for p in group["params"]]
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            basis = self.basis.to(flat.device, flat.dtype)
-            nudged = flat + (self.gamma - 1.0) * (basis.T @ (basis @ flat))
-            offset = 0
-            for p, g in zip(params, grads):
-                n = g.numel()
-                if p.grad is not None:
-                    p.grad.copy_(nudged[offset : offset + n].view_as(g))
-                offset += n
-        return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for p, s, lr in self._nudge(sgd_steps(self, commit=True)):
+            p.add_(s, alpha=-lr)
+        return loss
 
     def state_dict(self):
         state = super().state_dict()

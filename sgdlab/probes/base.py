@@ -114,6 +114,7 @@ class ProbeContext:
     momentum: float = 0.0
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     batch_grad: torch.Tensor | None = None  # flat mini-batch gradient at theta_t
+    planned_update: torch.Tensor | None = None  # flat step the optimizer is about to take
     update: torch.Tensor | None = None  # flat theta_{t+1} - theta_t
     generator: torch.Generator | None = None
     shared: dict[str, Any] = field(default_factory=dict)

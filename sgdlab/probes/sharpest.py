@@ -1,7 +1,9 @@
 """Sharpest directions along the trajectory (Jastrzębski et al., ICLR 2019).
 
-At a due step, with v_1..v_k the top Hessian eigenvectors on the probe subset and
-Δ = −η g the plain SGD step of the current mini-batch gradient g:
+At a due step, with v_1..v_k the top Hessian eigenvectors on the probe subset and Δ the
+step the optimizer is about to take (``ctx.planned_update``: −η g for plain SGD with
+mini-batch gradient g; the velocity step with momentum; the nudged step for NSGD; −η g
+when a loop of one's own does not provide it):
 
 - the "bowl": the probe-subset loss L(θ + u s_i v_i) for offsets u on a grid, where
   s_i = |⟨Δ, v_i⟩| is the length of the step's projection on v_i (u = ±1 is one SGD step
@@ -63,7 +65,8 @@ class SharpestProbe(Probe):
         out["eigenvalues"] = res.values[: self.k].double().cpu().numpy()
         if ctx.batch_grad is None:  # the final measurement: no mini-batch step to project
             return out
-        step = -ctx.lr * ctx.batch_grad.to(V.dtype)
+        step = (ctx.planned_update if ctx.planned_update is not None
+                else -ctx.lr * ctx.batch_grad).to(V.dtype)
         proj = V @ step
         x, y = ctx.subset(self.n)
         bowl = np.stack([

@@ -20,6 +20,7 @@ from sgdlab.errors import ConfigError, SgdlabError
 from sgdlab.models import build_model, count_parameters
 from sgdlab.optim import build_optimizer
 from sgdlab.optim.schedules import batch_size_at, lr_factor
+from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
 from sgdlab.store import Run, Store
@@ -253,6 +254,7 @@ class Trainer:
                 (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
             ]).detach().clone()
             self._theta = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+            ctx.planned_update = planned_update(self.optimizer, params)
             self.record("measure", due)
 
     def _after_update(self, due) -> None:
@@ -260,7 +262,7 @@ class Trainer:
                            if p.requires_grad])
         self.ctx.update = theta - self._theta
         self.record("after_step", due)
-        self.ctx.update = self.ctx.batch_grad = None
+        self.ctx.update = self.ctx.batch_grad = self.ctx.planned_update = None
 
     def _diverged(self) -> str:
         self.flush()
@@ -271,7 +273,8 @@ class Trainer:
 
     def _finish(self) -> str:
         ctx = self.ctx
-        ctx.step, ctx.epoch, ctx.batch, ctx.batch_grad = self.step, self.epoch, None, None
+        ctx.step, ctx.epoch, ctx.batch = self.step, self.epoch, None
+        ctx.batch_grad = ctx.planned_update = None
         ctx.shared.clear()
         self.record("measure", self.probes.due(self.step, True))  # at the final parameters
         self.record("on_train_end", self.probes.probes)
