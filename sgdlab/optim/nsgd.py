@@ -36,6 +36,9 @@ class NSGD(torch.optim.SGD):
             return True
         return step % self.every == 0 if self.every else epoch_start
 
+    def eig_request(self) -> tuple[int, int, float]:
+        return self.k, self.subset, self.tol
+
     def refresh(self, ctx) -> None:
         """Recompute the top-``k`` eigenvectors on the fixed subset, warm-started from the
         previous basis; the result is shared with probes through ``ctx``."""

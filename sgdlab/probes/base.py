@@ -8,9 +8,11 @@ each gets its own ``ctx.generator``; the trainer also runs every hook under
 ``torch.random.fork_rng`` and restores train/eval modes, so a run with and without probes
 ends with bit-identical parameters on CPU.
 
-Work is shared through ``ctx.shared``, a cache cleared at every step: the first probe
-that asks for the top Hessian eigenpairs computes them, the others (and Nudged SGD) reuse
-them.
+Work is shared through ``ctx.shared``, a cache cleared at every step. Before the probes
+due at a step run, the trainer (or :meth:`ProbeRunner.call`) collects their
+:meth:`Probe.eig_request` — and Nudged SGD's — so the first :meth:`ProbeContext.top_eigs`
+call computes one decomposition with the largest k and the tightest tolerance any of
+them asked for on that subset; the others reuse it, whatever their order.
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ class Probe:
     """Base class: override the hooks you need; each returns a dict of results or None."""
 
     name: str = "probe"
-    needs: frozenset[str] = frozenset()
 
     def __init__(self, schedule: Schedule | None = None, **options: Any) -> None:
         self.schedule = schedule or Schedule()
@@ -80,6 +81,11 @@ class Probe:
     def check(self, model: nn.Module, data: Any) -> None:
         """Raise ConfigError if the probe cannot measure this model or data; called before
         the run is created, so a bad probe writes nothing."""
+
+    def eig_request(self) -> tuple[int, int, float] | None:
+        """``(k, n, tol)`` if :meth:`measure` asks ``ctx.top_eigs`` for the top-k Hessian
+        eigenpairs on the n-example subset, so the decomposition can be shared."""
+        return None
 
     def on_train_start(self, ctx: ProbeContext) -> dict | None: ...
     def measure(self, ctx: ProbeContext) -> dict | None:
@@ -132,17 +138,30 @@ class ProbeContext:
             self._subsets[key] = (x[idx], y[idx])
         return self._subsets[key]
 
+    def plan_eigs(self, requests) -> None:
+        """Widen this step's plan with ``(k, n, tol)`` requests (None entries ignored): per
+        subset size, the largest k and the smallest tol asked for."""
+        for req in requests:
+            if req is None:
+                continue
+            k, n, tol = req
+            pk, ptol = self.shared.get(("plan", n), (k, tol))
+            self.shared[("plan", n)] = (max(k, pk), min(tol, ptol))
+
     def top_eigs(self, k: int, n: int, tol: float = 1e-3, init: Any = None,
                  generator: torch.Generator | None = None):
         """Top-``k`` Hessian eigenpairs of the mean loss on the fixed subset of ``n``
-        training examples, computed at most once per step: a later request with ``k`` no
-        larger reuses the result (Nudged SGD refreshes first, probes then share it).
-        ``init`` warm-starts from the caller's previous result; the caller owns it."""
+        training examples, computed at most once per step: with the planned k and tol if
+        larger/tighter (:meth:`plan_eigs`), and reused by every later request it satisfies
+        (k no larger, tol no tighter). ``init`` warm-starts from the caller's previous
+        result; the caller owns it."""
         from sgdlab.curvature import hessian_eigs
 
         cached = self.shared.get(("top_eigs", n))
-        if cached is not None and len(cached.values) >= k:
+        if cached is not None and len(cached.values) >= k and cached.tol <= tol:
             return cached
+        self.plan_eigs([(k, n, tol)])
+        k, tol = self.shared[("plan", n)]
         result = hessian_eigs(self.model, self.loss_fn, self.subset(n), k=k, tol=tol, init=init,
                               generator=generator or self.generator)
         self.shared[("top_eigs", n)] = result

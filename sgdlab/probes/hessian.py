@@ -43,6 +43,9 @@ class HessianProbe(Probe):
         self.trace, self.trace_rtol, self.trace_products = trace, trace_rtol, trace_products
         self.previous: torch.Tensor | None = None
 
+    def eig_request(self) -> tuple[int, int, float]:
+        return self.k, self.n, self.tol
+
     def measure(self, ctx: ProbeContext) -> dict:
         init = self.previous if self.warm_start else None
         res = ctx.top_eigs(self.k, self.n, tol=self.tol, init=init)

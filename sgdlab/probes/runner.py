@@ -15,8 +15,14 @@ from sgdlab.probes.base import Probe, ProbeContext
 
 @contextmanager
 def isolated(model: nn.Module) -> Iterator[None]:
-    """Run probe code without side effects on the global RNGs or on train/eval modes."""
+    """Run probe code without side effects on the training state: the global RNGs,
+    train/eval modes, parameters' ``.grad`` (set aside; a probe's own backward writes to
+    fresh tensors that are dropped) and buffers (BatchNorm statistics, restored)."""
     modes = {m: m.training for m in model.modules()}
+    grads = [(p, p.grad) for p in model.parameters()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    for p, _ in grads:
+        p.grad = None
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         try:
@@ -24,6 +30,11 @@ def isolated(model: nn.Module) -> Iterator[None]:
         finally:
             for m, training in modes.items():
                 m.training = training
+            for p, g in grads:
+                p.grad = g
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
 
 
 def split_results(result: dict[str, Any] | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -64,7 +75,10 @@ class ProbeRunner:
         ]
 
     def call(self, hook: str, probes: list[Probe], ctx: ProbeContext) -> list[tuple[Probe, dict]]:
-        """Call ``hook`` on each probe under isolation; returns (probe, result) pairs."""
+        """Call ``hook`` on each probe under isolation; returns (probe, result) pairs.
+        Before ``measure``, the probes' eigen-decomposition requests are planned together."""
+        if hook == "measure":
+            ctx.plan_eigs([p.eig_request() for p in probes])
         out = []
         for probe in probes:
             ctx.generator = self.generators[probe.name]

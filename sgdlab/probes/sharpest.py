@@ -53,6 +53,9 @@ class SharpestProbe(Probe):
         self.previous: torch.Tensor | None = None
         self._current: torch.Tensor | None = None
 
+    def eig_request(self) -> tuple[int, int, float]:
+        return self.k, self.n, self.tol
+
     def measure(self, ctx: ProbeContext) -> dict:
         res = ctx.top_eigs(self.k, self.n, tol=self.tol, init=self.previous)
         V = res.vectors[: self.k].detach()

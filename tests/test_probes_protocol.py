@@ -1,0 +1,74 @@
+"""The probe protocol: one shared eigen-decomposition per step, and isolation of probes
+from the training state (gradients, buffers, RNG, modes)."""
+
+import pytest
+import torch
+from conftest import small_config
+from safetensors.torch import load_file
+from test_probes_curvature import tiny_context
+
+import sgdlab.curvature
+from sgdlab.probes import Probe, Schedule
+from sgdlab.probes.hessian import HessianProbe
+from sgdlab.probes.runner import ProbeRunner
+from sgdlab.probes.sharpest import SharpestProbe
+from sgdlab.train import train
+
+
+@pytest.fixture
+def eig_calls(monkeypatch):
+    calls = []
+    real = sgdlab.curvature.hessian_eigs
+
+    def counted(*args, **kwargs):
+        calls.append((kwargs["k"], kwargs["tol"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sgdlab.curvature, "hessian_eigs", counted)
+    return calls
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_one_decomposition_per_step_whatever_the_probe_order(eig_calls, order):
+    _, ctx = tiny_context()
+    probes = [HessianProbe(k=1, n=40, tol=1e-3), SharpestProbe(k=3, n=40, tol=1e-6, points=3)]
+    probes = [probes[i] for i in order]
+    runner = ProbeRunner(probes, seed=0, total_steps=10)
+    ctx.batch_grad = torch.zeros(sum(p.numel() for p in ctx.model.parameters()),
+                                 dtype=torch.float64)
+    results = dict((p.name, r) for p, r in runner.call("measure", probes, ctx))
+    assert eig_calls == [(3, 1e-6)]
+    assert results["hessian"]["lambda_max"] == results["sharpest"]["eigenvalues"][0]
+
+
+def test_a_tighter_request_than_the_cached_one_recomputes(eig_calls):
+    _, ctx = tiny_context()
+    loose = ctx.top_eigs(2, 40, tol=0.5)
+    assert ctx.top_eigs(1, 40, tol=0.9) is loose
+    tight = ctx.top_eigs(1, 40, tol=1e-10)
+    assert tight is not loose and float(tight.residuals.max()) <= 1e-10
+    assert eig_calls == [(2, 0.5), (2, 1e-10)]
+
+
+class Meddler(Probe):
+    """A careless probe: backward into .grad, a train-mode forward (BatchNorm statistics),
+    global RNG draws, and a mode switch."""
+
+    name = "meddler"
+
+    def measure(self, ctx):
+        ctx.model.train()
+        torch.rand(3)
+        x, y = ctx.subset(32)
+        ctx.loss_fn(ctx.model(x), y).backward()
+        return {"touched": 1.0}
+
+
+def test_a_meddling_probe_does_not_change_the_trajectory(store):
+    cfg = small_config(**{"train.epochs": 2, "model.batchnorm": True, "model.dropout": 0.1})
+    plain = load_file(train(cfg, store).path / "final.safetensors")
+    probed = train(cfg, store, probes=[Meddler(Schedule(every=3))])
+    assert store.metrics(runs=[probed.id])["name"].eq("meddler/touched").sum() > 5
+    probed = load_file(probed.path / "final.safetensors")
+    assert plain.keys() == probed.keys()
+    assert all(torch.equal(plain[k], probed[k]) for k in plain)
