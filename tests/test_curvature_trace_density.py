@@ -113,6 +113,23 @@ def test_density_integrates_to_one_and_matches_the_histogram():
     assert abs(grid_mass - 0.25) < 0.06
 
 
+
+@pytest.mark.parametrize("case", ["mlp_mse", "cnn_bn_ce", "saddle"])
+def test_density_of_a_network_hessian_matches_its_exact_eigenvalue_histogram(case):
+    """Mass of the SLQ density in bins cut at the exact spectrum's 10/50/90% quantiles
+    (tiny MLP, CNN with BatchNorm in eval mode, a saddle with negative eigenvalues)."""
+    c = make_case(case)
+    eigs = torch.linalg.eigvalsh(dense_hessian(c.model, c.loss_fn, c.data))
+    n = len(eigs)
+    res = slq(HessianOperator(c.model, c.loss_fn, c.data), num_steps=min(n, 60),
+              num_vectors=30, sigma=1e-3 * float(eigs.max() - eigs.min()), seed=0)
+    assert abs(float(torch.trapezoid(res.density, res.grid)) - 1) < 1e-6
+    cuts = [float(eigs[int(q * n) - 1] + eigs[int(q * n)]) / 2 for q in (0.1, 0.5, 0.9)]
+    edges = [float(eigs.min()) - 1, *cuts, float(eigs.max()) + 1]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        exact = float(((eigs >= lo) & (eigs <= hi)).double().mean())
+        assert abs(res.mass(lo, hi) - exact) < 0.07, (lo, hi, res.mass(lo, hi), exact)
+
 def test_density_nodes_reach_the_extreme_eigenvalues():
     eigs = two_clusters()
     res = slq(DenseOperator(spectrum_matrix(eigs)), num_steps=40, num_vectors=2, seed=1)
