@@ -232,3 +232,50 @@ def test_sweep_table_and_curves(store, capsys):
     assert cli("--store", str(store.root), "sweep-table", "s", "--metric", "test/acc") == 0
     out = capsys.readouterr().out
     assert "optim.lr" in out and "test/acc" in out and "train/loss" not in out
+
+
+def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, store):
+    """A real SIGKILL of `sgdlab sweep` in its second run; the rerun skips the first run,
+    resumes the second from its checkpoint, trains the third, and every run ends as in an
+    uninterrupted in-process sweep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('name = "k"\n[base]\nseed = 1\n[base.data]\nname = "digits"\n'
+                    'download = false\n[base.model]\nname = "mlp"\ndepth = 2\nwidth = 128\n'
+                    '[base.optim]\nbatch_size = 8\nmomentum = 0.9\n[base.train]\nepochs = 6\n'
+                    'checkpoint_every = 100\neval_every = 300\n'
+                    '[product]\n"optim.lr" = [0.01, 0.02, 0.03]\n')
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "sgdlab.cli", "--store", str(killed), "-q", "sweep", str(grid)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # the second run (lr 0.02) has a checkpoint at step >= 200
+        steps = [int(p.stem.split("_")[1])
+                 for p in killed.glob("runs/*lr-0.02*/checkpoints/step_*.pt")]
+        if any(s >= 200 for s in steps):
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from sgdlab.store import Store
+
+    left = Store(killed).runs(group="k").sort_values("name")
+    assert left["status"].tolist() == ["finished", "running"]  # lr 0.01 done, 0.02 cut
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    run_sweep(load_grid(grid), store, progress=False)  # the uninterrupted reference
+    done = Store(killed)
+    assert done.runs(group="k")["status"].tolist() == ["finished"] * 3
+    assert final_metrics(done, "k") == final_metrics(store, "k")
+    ids_a, ids_b = (s.runs(group="k").set_index("name")["id"] for s in (store, done))
+    for name in ids_a.index:
+        wa = store.get_run(ids_a[name]).load_tensors("final")
+        wb = done.get_run(ids_b[name]).load_tensors("final")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
