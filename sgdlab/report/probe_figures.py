@@ -75,59 +75,101 @@ register_figure(density_figure)
 
 
 def csr_figure(view: RunView):
-    fig, ax = new_figure(height=3.0)
-    if not plot_series(ax, view, "csr/csr", label="critical sample ratio", marker="."):
+    """Critical sample ratio and the mean LASS iterations of the critical samples."""
+    if view.series("csr/csr").empty and view.series("csr/mean_iter").empty:
         return []
-    ax.set(xlabel="step", ylabel="CSR")
+    fig = new_figure(height=4.2)[0]
+    fig.clear()
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    plot_series(ax1, view, "csr/csr", label="critical sample ratio", marker=".")
+    plot_series(ax2, view, "csr/mean_iter", label="mean iterations", marker=".", color="C1")
+    ax1.set(ylabel="CSR")
+    ax2.set(xlabel="step", ylabel="mean LASS iterations\n(critical samples)")
     return [("Critical sample ratio", fig)]
 
 
 register_figure(csr_figure, claims=("csr/csr", "csr/mean_iter"))
 
 
+def zero_crossing(centers, values) -> float:
+    """First point where ``values`` falls from > 0 to <= 0, linearly interpolated (the rule
+    of ``sgdlab.probes.stiffness.critical_length``, kept here so reports need no torch)."""
+    c, v = np.asarray(centers, dtype=float), np.asarray(values, dtype=float)
+    ok = np.isfinite(c) & np.isfinite(v)
+    c, v = c[ok], v[ok]
+    for k in range(len(v) - 1):
+        if v[k] > 0 >= v[k + 1]:
+            return float(c[k] + (c[k + 1] - c[k]) * v[k] / (v[k] - v[k + 1]))
+    return float("nan")
+
+
 def stiffness_figures(view: RunView):
+    """Class stiffness matrices and stiffness against input distance, cosine and sign; the
+    critical length (first zero crossing) as a dashed line where finite."""
     items = _last_arrays(view, "stiffness", 3)
     if not items:
         return []
     out = []
     step, last = items[-1]
-    if "class_cos" in last:
-        fig, ax = new_figure(4.6, 4.0)
-        m = last["class_cos"]
-        im = ax.imshow(m, cmap="RdBu_r", vmin=-np.nanmax(np.abs(m)), vmax=np.nanmax(np.abs(m)))
-        fig.colorbar(im, ax=ax)
-        ax.set(xlabel="class", ylabel="class", title=f"cosine stiffness, step {step}")
-        out.append(("Class stiffness matrix", fig))
-    fig, ax = new_figure()
-    for step, arrays in items:
-        ax.plot(arrays["bin_centers"], arrays["stiffness_cos"], marker=".", label=f"step {step}")
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set(xlabel="input distance", ylabel="cosine stiffness")
-    ax.legend(fontsize=7)
-    out.append(("Stiffness against input distance", fig))
+    kinds = [k for k in ("cos", "sign") if f"class_{k}" in last]
+    if kinds:
+        fig = new_figure(4.4 * len(kinds), 3.8)[0]
+        fig.clear()
+        for ax, kind in zip(fig.subplots(1, len(kinds), squeeze=False)[0], kinds):
+            m = last[f"class_{kind}"]
+            lim = 1.0 if kind == "sign" else float(np.nanmax(np.abs(m), initial=0.0)) or 1.0
+            im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+            ax.set(xlabel="class", ylabel="class",
+                   title=f"{'cosine' if kind == 'cos' else 'sign'} stiffness, step {step}")
+        out.append(("Class stiffness matrices (cosine and sign)", fig))
+    stored = view.series("stiffness/critical_length").groupby("step")["value"].last()
+    kinds = [k for k in ("cos", "sign") if f"stiffness_{k}" in last]
+    if not kinds:
+        return out
+    fig = new_figure(4.4 * len(kinds), 3.4)[0]
+    fig.clear()
+    for ax, kind in zip(fig.subplots(1, len(kinds), squeeze=False)[0], kinds):
+        for i, (step, arrays) in enumerate(items):
+            centers, values = arrays["bin_centers"], arrays[f"stiffness_{kind}"]
+            ax.plot(centers, values, marker=".", color=f"C{i}", label=f"step {step}")
+            crit = (stored[step] if kind == "cos" and step in stored.index
+                    else zero_crossing(centers, values))
+            if np.isfinite(crit):
+                ax.axvline(crit, color=f"C{i}", ls="--", lw=0.9,
+                           label=f"critical length {crit:.3g}")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel="input distance",
+               ylabel=f"{'cosine' if kind == 'cos' else 'sign'} stiffness")
+        ax.legend(fontsize=7)
+    out.append(("Stiffness against input distance (cosine and sign)", fig))
     return out
 
 
 register_figure(stiffness_figures)
 
 
-def bowl_figure(view: RunView):
-    """Loss along the top eigenvectors in units of the SGD step's projection."""
+def bowl_figure(view: RunView, columns: int = 3):
+    """Loss along each top eigenvector in units of the SGD step's projection on it; a dot
+    marks where the step lands, u = sign(<step, v_i>)."""
     items = [(s, a) for s, a in _last_arrays(view, "sharpest", 10**6) if "bowl" in a]
     if not items:
         return []
-    picks = [items[i] for i in np.unique(np.linspace(0, len(items) - 1, 3).round().astype(int))]
-    fig = new_figure(9.0, 3.0)[0]
+    picks = [items[i] for i in
+             np.unique(np.linspace(0, len(items) - 1, columns).round().astype(int))]
+    fig = new_figure(3.3 * len(picks) + 1.2, 3.2)[0]
     fig.clear()
     axes = fig.subplots(1, len(picks), squeeze=False)[0]
     for ax, (step, arrays) in zip(axes, picks):
-        for i, row in enumerate(arrays["bowl"][:3]):
-            ax.plot(arrays["offsets"], row, label=f"v{i + 1}")
-        ax.axvline(1.0, color="k", ls=":", lw=0.8)
-        ax.set(title=f"step {step}", xlabel="offset (SGD steps)")
+        offsets = arrays["offsets"]
+        for i, row in enumerate(arrays["bowl"]):
+            u = float(np.sign(arrays["step_projection"][i]))
+            ax.plot(offsets, row, color=f"C{i}", lw=1.0, label=f"v{i + 1}")
+            ax.plot([u], [np.interp(u, offsets, row)], "o", color=f"C{i}", ms=4, gid="step")
+        ax.set(title=f"step {step}", xlabel="offset (units of |step · v|)")
     axes[0].set_ylabel("loss")
-    axes[0].legend(fontsize=7)
-    return [("Bowl: loss along the sharpest directions", fig)]
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    return [("Bowl: loss along the sharpest directions (dot: where the SGD step lands)", fig)]
 
 
 register_figure(bowl_figure)
