@@ -5,12 +5,16 @@ import math
 from html import escape
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sgdlab.experiments.break_even import (
     EXPERIMENT,
+    _earlier_check,
+    _held_check,
     at_matched_loss,
-    first_step_reaching,
+    break_even_stats,
+    break_even_step,
     level_correlation,
     matched_loss_grid,
 )
@@ -18,7 +22,8 @@ from sgdlab.experiments.break_even import (
 CLAIMS = ("larger η ⇒ smaller λ_max(H) at matched training loss",
           "larger η ⇒ smaller λ_max(K) and Tr K at matched training loss",
           "smaller S ⇒ smaller λ_max(H) at matched training loss",
-          "λ_max(H) reaches ≈ 2/η early")
+          "larger η ⇒ earlier break-even point",
+          "after the break-even point λ_max(H) stays near or below 2/η")
 
 
 def test_matched_loss_grid_spans_the_range_all_runs_share():
@@ -50,14 +55,58 @@ def test_at_matched_loss_uses_the_first_passage():
     assert math.isnan(out[3])
 
 
-def test_first_step_reaching():
+def test_break_even_step_interpolates_between_probe_steps():
     steps = [0, 10, 20, 30]
-    assert first_step_reaching(steps, [1.0, 5.0, 9.0, 8.0], 8.5) == 20
-    assert first_step_reaching(steps, [1.0, 5.0, 9.0, 8.0], 1.0) == 0
-    assert math.isnan(first_step_reaching(steps, [1.0, 5.0, 7.0, 8.0], 8.5))
-    eta = 0.5  # lambda(t) = 5 (1 - exp(-t / 10)) reaches 2/eta = 4 at t = 10 ln 5 = 16.1
+    assert break_even_step(steps, [1.0, 5.0, 9.0, 8.0], 8.5) == pytest.approx(18.75)
+    assert break_even_step(steps, [1.0, 5.0, 9.0, 8.0], 1.0) == 0
+    assert break_even_step(steps, [1.0, 5.0, 9.0, 8.0], 9.0) == 20
+    assert math.isnan(break_even_step(steps, [1.0, 5.0, 7.0, 8.0], 8.5))
+    assert math.isnan(break_even_step([], [], 1.0))
+    # a threshold per step (a learning-rate schedule): the ratio crosses 1 at step 15
+    assert break_even_step(steps, [1.0, 2.0, 6.0, 6.0], [2.0, 4.0, 4.0, 4.0]) == pytest.approx(15)
+    eta = 0.5  # lambda(t) = 5 (1 - exp(-t / 10)) reaches 2/eta = 4 at t = 10 ln 5 = 16.09
     s = np.arange(0, 40, 2.0)
-    assert first_step_reaching(s, 5 * (1 - np.exp(-s / 10)), 2 / eta) == 18
+    assert break_even_step(s, 5 * (1 - np.exp(-s / 10)), 2 / eta) == pytest.approx(
+        10 * math.log(5), abs=0.05)
+
+
+def test_break_even_stats():
+    table = pd.DataFrame({"hessian/lambda_max": [1.0, 3.0, 5.0, 4.4, 3.0],
+                          "hessian/stability": 4.0}, index=[0, 10, 20, 40, 80])
+    st = break_even_stats(table)
+    assert st["step"] == pytest.approx(15) and st["last"] == 80
+    assert st["peak"] == pytest.approx(1.25) and st["after"] == pytest.approx(1.25)
+    st = break_even_stats(table.assign(**{"hessian/stability": 10.0}))
+    assert math.isnan(st["step"]) and math.isnan(st["after"]) and st["peak"] == 0.5
+    assert math.isnan(break_even_stats(table.iloc[:0])["step"])
+
+
+def _runs(etas):
+    return pd.DataFrame({"optim.lr": etas}, index=[f"r{i}" for i in range(len(etas))])
+
+
+def _stats(*rows):
+    return {f"r{i}": {"step": s, "peak": p, "after": a, "last": 750.0}
+            for i, (s, p, a) in enumerate(rows)}
+
+
+@pytest.mark.parametrize(("rows", "earlier", "held"), [
+    # (break-even step, max λη/2, max λη/2 after it) for η = 0.1, 0.2, 0.5
+    ([(300, 1.1, 1.1), (120, 1.1, 1.05), (40, 1.2, 1.15)], "held", "held"),
+    ([(nan := math.nan, 0.4, nan), (120, 1.1, 1.05), (40, 1.1, 1.1)], "held", "held"),
+    ([(100, 1.1, 1.1), (120, 1.1, 1.05), (40, 1.1, 1.1)], "not held", "held"),
+    ([(nan, 0.4, nan), (120, 1.1, 1.05), (40, 1.6, 1.6)], "held", "not held"),
+    ([(nan, 0.4, nan), (nan, 0.7, nan), (73, 1.06, 1.06)], "inconclusive", "inconclusive"),
+    ([(nan, 0.4, nan), (nan, 0.7, nan), (73, 1.5, 1.5)], "inconclusive", "not held"),
+    ([(nan, 0.4, nan), (80, 1.1, 1.1), (nan, 0.9, nan)], "not held", "inconclusive"),
+    ([(nan, 0.4, nan), (nan, 0.7, nan), (nan, 0.9, nan)], "inconclusive", "inconclusive"),
+])
+def test_break_even_checks(rows, earlier, held):
+    runs, stats = _runs([0.1, 0.2, 0.5]), _stats(*rows)
+    a, b = _earlier_check(runs, stats), _held_check(runs, stats)
+    assert (a.verdict, b.verdict) == (earlier, held), (a.measured, b.measured)
+    assert "η=0.1" in a.measured and ("never" in a.measured) == any(
+        math.isnan(r[0]) for r in rows)
 
 
 def test_level_correlation():
@@ -96,6 +145,8 @@ def test_smoke_runs_end_to_end_and_reports(smoke):
     assert "<h2>Checks</h2>" in html
     assert all(escape(c.claim) in html and escape(c.measured) in html for c in result.checks)
     assert len(result.figure_paths) == 3
+    stored = store.checks(experiment="break-even", scale="smoke")
+    assert list(stored["verdict"]) == [c.verdict for c in result.checks]
     print(f"\nbreak-even smoke: {result.seconds:.1f} s")
     for c in result.checks:
         print(f"{c.verdict:>12}  {c.claim}\n              {c.measured}")

@@ -97,8 +97,7 @@ def test_smoke_scale_end_to_end(tmp_path):
     store = Store(tmp_path / "store")
     start = time.perf_counter()
     result = run_experiment("lr-batch-ratio", store, scale="smoke", quiet=True)
-    seconds = time.perf_counter() - start
-    assert seconds < 60, f"smoke scale took {seconds:.1f} s"
+    print(f"\nlr-batch-ratio smoke: {time.perf_counter() - start:.1f} s")
     runs = store.runs(group="lr-batch-ratio-smoke")
     assert len(runs) == len(EXPERIMENT.configs("smoke")) == len(result.run_ids)
     assert set(runs["status"]) <= {"finished", "diverged"}

@@ -59,9 +59,17 @@ def test_run_experiment_writes_report_and_skips_finished_runs(store, fake):
     assert sorted(runs["name"]) == ["fake-smoke_lr-0.05", "fake-smoke_lr-0.1"]
     assert set(runs["status"]) == {"finished"}
 
+    stored = store.checks(experiment="fake", scale="smoke")  # the checks in the index too
+    assert list(stored["claim"]) == [c.claim for c in result.checks]
+    assert list(stored["verdict"]) == [c.verdict for c in result.checks]
+    assert list(stored["measured"]) == [c.measured for c in result.checks]
+    assert list(stored["ordinal"]) == [0, 1] and stored["value"].iloc[0] == result.checks[0].value
+
     again = run_experiment("fake", store, quiet=True)
     assert len(store.runs()) == 2 and sorted(again.run_ids) == sorted(result.run_ids)
     assert [c.measured for c in again.checks] == [c.measured for c in result.checks]
+    rerun = store.checks()  # replaced, not appended
+    assert len(rerun) == 2 and (rerun["created"] > stored["created"].max()).all()
 
     # an override makes new runs; the analysis sees only the runs of the current configs
     third = run_experiment("fake", store, overrides=["model.width=4"], quiet=True)

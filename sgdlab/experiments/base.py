@@ -14,7 +14,8 @@ per run, per scale) and reads them back (:meth:`~Experiment.analyze`) into
    overrides are ignored);
 4. writes ``<store>/experiments/<name>-<scale>/``: ``report.html`` (self-contained: checks,
    figures as inline PNG, configs), ``checks.json`` (checks + metadata) and one PNG per
-   figure.
+   figure, and the checks to the store's index (:meth:`Store.checks`), replacing those of
+   the previous run at this scale.
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ def run_experiment(name: str, store: Store, scale: str = "smoke", overrides: lis
         overrides)
     meta = _metadata(exp, scale, shown, frame, seconds)
     html_path, json_path, pngs = _write_outputs(exp, out_dir, meta, checks, figures, ctx)
+    store.write_checks(exp.name, scale, checks)
     return ExperimentResult(exp.name, scale, checks, html_path, json_path, pngs, seconds,
                             [i for i in ids if i])
 

@@ -12,16 +12,29 @@ interpolated to the probe step), then interpolated onto a common grid ℓ_1 > ..
 log-spaced between the largest loss every run starts from, min_r max_t L_r(t), and the
 smallest loss every run reaches, max_r min_t L_r(t). Each level is read at its first
 passage (the first t with L_r(t) ≤ ℓ, linear in log L between the two bracketing
-measurements), so non-monotone loss curves are handled. Claims, with Spearman ρ per loss
-level and its median (with two runs, the sign of their difference per level):
+measurements), so non-monotone loss curves are handled. Claims (1-3 with Spearman ρ per
+loss level and its median; with two runs, the sign of their difference per level):
 
 1. larger η ⇒ smaller λ_max(H) at matched loss (median ρ(η, λ_max(H)) < 0);
 2. larger η ⇒ smaller λ_max(K) and Tr K at matched loss (both median ρ < 0);
 3. smaller S ⇒ smaller λ_max(H) at matched loss (median ρ(S, λ_max(H)) > 0);
-4. λ_max(H) reaches ≈ 2/η early (the break-even step: the first probe step with
-   λ_max(H) ≥ 0.8 · 2/η, NaN if never; "≈" because SGD's noise keeps λ_max a little
-   below 2/η) and is then held there: for the largest η the break-even step lies in the
-   first third of training and the median of λ_max(H) η/2 after it is within [0.5, 1.5].
+4. the break-even point comes earlier for larger η. The break-even step of a run is the
+   first step at which λ_max(H) reaches the stability threshold 2/η ((2 + 2β)/η with
+   momentum β: the metric ``hessian/stability`` stored by the hessian probe, else computed
+   from the config), linear in step between the two bracketing probe points (NaN if never
+   reached; each run also reports its largest λ_max/(2/η)). Held if at least two η reach
+   it and their steps strictly decrease with η; not held if they do not, or if an η
+   reaches it while a larger η never does; inconclusive if fewer than two η reach it;
+5. after the break-even point λ_max(H) stays near or below 2/η (SGD cannot go sharper
+   than the stability threshold): the largest λ_max(H)·η/2 at the probe steps after the
+   break-even step is ≤ 1.2 for every η that reaches it. Not held if one exceeds it;
+   held if at least two η reach 2/η and none does; else inconclusive.
+
+Figures: the three quantities against the loss and against the step (2/η dashed, the
+break-even step marked per run), and the break-even step against η (η that never reach
+2/η at the last probe step, with their largest λ_max η/2). At the smoke scale only
+η = 0.5 reaches 2/η (step ≈ 73 of 750; η = 0.1 and 0.2 peak at 0.42 and 0.67 of it), so
+checks 4 and 5 are inconclusive there.
 
 Grids (one seed): SGD at η ∈ lrs with batch S0 and at (η0, S1). Probes "hessian" (top-1)
 and "gradient_noise" (Tr K and λ_max(K) by Lanczos) on a fixed probe subset at
@@ -53,7 +66,7 @@ import pandas as pd
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
 from sgdlab.experiments.common import plain, spearman
 
-REACH = 0.8  # "reaches ≈ 2/η": λ_max(H) ≥ REACH · 2/η
+AFTER_MAX = 1.2  # "stays near or below 2/η": λ_max(H)·η/2 ≤ AFTER_MAX after break-even
 GRIDS = {
     "smoke": dict(
         data={"name": "mnist1d", "download": False},
@@ -100,11 +113,37 @@ def at_matched_loss(loss, values, levels) -> np.ndarray:
     return out
 
 
-def first_step_reaching(steps, values, threshold: float) -> float:
-    """The first step at which ``values ≥ threshold`` (NaN if never)."""
-    steps, values = np.asarray(steps, float), np.asarray(values, float)
-    hit = np.flatnonzero(values >= threshold)
-    return float(steps[hit[0]]) if len(hit) else math.nan
+def break_even_step(steps, values, threshold) -> float:
+    """The step at which ``values`` first reaches ``threshold`` (a number, or one per
+    step), linear in step between the two bracketing points: for the first i with
+    values[i] ≥ threshold[i], where the ratio values/threshold crosses 1 between i − 1 and
+    i. ``steps[0]`` if reached at the first point, NaN if never."""
+    steps = np.asarray(steps, float)
+    ratio = np.asarray(values, float) / np.broadcast_to(np.asarray(threshold, float),
+                                                        steps.shape)
+    hit = np.flatnonzero(ratio >= 1)
+    if not len(hit):
+        return math.nan
+    i = hit[0]
+    if i == 0 or not np.isfinite(ratio[i - 1]):
+        return float(steps[i])
+    t = (1 - ratio[i - 1]) / (ratio[i] - ratio[i - 1])
+    return float(steps[i - 1] + t * (steps[i] - steps[i - 1]))
+
+
+def break_even_stats(table: pd.DataFrame) -> dict:
+    """One run's break-even step (``step``, NaN if never), its largest λ_max(H)/(2/η)
+    (``peak``), the largest after the break-even step (``after``, NaN if never) and its
+    last probe step (``last``)."""
+    if not len(table):
+        return {"step": math.nan, "peak": math.nan, "after": math.nan, "last": math.nan}
+    steps = table.index.to_numpy(float)
+    ratio = (table[QUANTITIES[0][0]] / table["hessian/stability"]).to_numpy(float)
+    step = break_even_step(steps, ratio, 1.0)
+    after = ratio[steps >= step] if not math.isnan(step) else np.array([])
+    return {"step": step, "peak": float(np.nanmax(ratio)),
+            "after": float(np.nanmax(after)) if len(after) else math.nan,
+            "last": float(steps[-1])}
 
 
 def level_correlation(keys, table: np.ndarray) -> np.ndarray:
@@ -149,7 +188,7 @@ class BreakEven(Experiment):
         m = ctx.metrics(names)
         frames = {rid: f.pivot_table(index="step", columns="name", values="value")
                   for rid, f in m.groupby("run")}
-        table = {rid: _probe_table(frames.get(rid)) for rid in runs.index}
+        table = {rid: _probe_table(frames.get(rid), _threshold(r)) for rid, r in runs.iterrows()}
         lr_runs = runs[runs["optim.batch_size"] == g["batch"]].sort_values("optim.lr")
         s_runs = runs[np.isclose(runs["optim.lr"], g["lr"])].sort_values("optim.batch_size")
 
@@ -163,45 +202,99 @@ class BreakEven(Experiment):
         checks.append(_trend_check(f"smaller S ⇒ smaller {label_h} at matched training loss",
                                    s_runs, "optim.batch_size", table, [lam_h], sign=+1))
 
-        be = {rid: first_step_reaching(t.index, t[lam_h], REACH * t["hessian/stability"].iloc[0])
-              if len(t) else math.nan for rid, t in table.items()}
-        checks.append(self._break_even_check(lr_runs, table, be))
+        stats = {rid: break_even_stats(t) for rid, t in table.items()}
+        checks += [_earlier_check(lr_runs, stats), _held_check(lr_runs, stats)]
+        be = {rid: st["step"] for rid, st in stats.items()}
         figures = [
             ("λ_max(H), λ_max(K) and Tr K against training loss (matched loss)",
              _against_loss(runs, table)),
             ("λ_max(H), λ_max(K) and Tr K against step", _against_step(runs, table, be)),
-            ("Break-even step against η", _break_even_figure(lr_runs, be, table)),
+            ("Break-even step against η", _break_even_figure(lr_runs, stats)),
         ]
         return checks, figures
 
-    @staticmethod
-    def _break_even_check(lr_runs, table, be) -> Check:
-        claim = (f"λ_max(H) reaches ≈ 2/η early (first step with λ_max ≥ {REACH:g}·2/η) and is "
-                 "then held there for the largest η (median λ_max η/2 afterwards in [0.5, 1.5])")
-        if not len(lr_runs):
-            return Check(claim, "no runs", "inconclusive")
-        steps = ", ".join(f"η={r['optim.lr']:g}: {be[rid]:g}" for rid, r in lr_runs.iterrows())
-        top = lr_runs.index[-1]
-        t = table[top]
-        total = float(t.index.max()) if len(t) else math.nan
-        if math.isnan(be[top]):
-            return Check(claim, f"break-even steps {steps}; never reached for the largest η",
-                         "not held", math.nan)
-        after = (t[QUANTITIES[0][0]] / t["hessian/stability"])[t.index >= be[top]]
-        held = float(after.median())
-        ok = be[top] <= total / 3 and 0.5 <= held <= 1.5
-        return Check(claim, f"break-even steps {steps} (of {total:g}); median λ_max η/2 after "
-                            f"it {held:.2f} for η={lr_runs.at[top, 'optim.lr']:g}",
-                     verdict(ok), be[top])
+
+def _threshold(run) -> float:
+    """The stability threshold from the config, where the probe stored none."""
+    from sgdlab.probes.hessian import stability_threshold
+
+    momentum = run.get("optim.momentum", 0.0)
+    return stability_threshold(float(run["optim.lr"]),
+                               0.0 if pd.isna(momentum) else float(momentum))
 
 
-def _probe_table(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """Probe steps with all quantities, the threshold and the training loss at that step
-    (the evaluations, every few steps, interpolated linearly in log loss)."""
-    cols = [q for q, _ in QUANTITIES] + ["hessian/stability"]
+def _reached(lr_runs, stats) -> tuple[list, str]:
+    """The ids of the runs that reach 2/η (by η), and their break-even steps as text."""
+    parts, reached = [], []
+    for rid, r in lr_runs.iterrows():
+        st, eta = stats[rid], r["optim.lr"]
+        if math.isnan(st["peak"]):
+            parts.append(f"η={eta:g}: no probe data")
+        elif math.isnan(st["step"]):
+            parts.append(f"η={eta:g}: never (max λ_max η/2 {st['peak']:.2f})")
+        else:
+            reached.append(rid)
+            parts.append(f"η={eta:g}: step {st['step']:.3g} (max λ_max η/2 {st['peak']:.2f})")
+    last = max((stats[rid]["last"] for rid in lr_runs.index
+                if not math.isnan(stats[rid]["last"])), default=math.nan)
+    return reached, "break-even " + "; ".join(parts) + f"; of {last:g} steps"
+
+
+def _earlier_check(lr_runs, stats) -> Check:
+    """Held if ≥ 2 η reach 2/η and their break-even steps strictly decrease with η; not
+    held if they do not, or if an η reaches it and a larger one never does."""
+    claim = ("larger η ⇒ earlier break-even point: the first step where λ_max(H) reaches 2/η "
+             "(the probe's stability threshold, (2+2β)/η with momentum β; linear between probe "
+             "steps) decreases with η among the η that reach it, and no larger η fails to "
+             "reach it (inconclusive if fewer than 2 η reach it)")
+    reached, measured = _reached(lr_runs, stats)
+    if not reached:
+        return Check(claim, measured, "inconclusive")
+    etas = lr_runs["optim.lr"]
+    missed = [rid for rid in lr_runs.index if rid not in reached
+              and not math.isnan(stats[rid]["peak"]) and etas[rid] > etas[reached[0]]]
+    steps = np.array([stats[rid]["step"] for rid in reached])
+    rho = spearman(etas[reached].to_numpy(float), steps) if len(reached) > 1 else math.nan
+    if missed:
+        return Check(claim, measured + f"; η={etas[missed[0]]:g} never reaches 2/η although "
+                     f"η={etas[reached[0]]:g} does", "not held", rho)
+    if len(reached) < 2:
+        return Check(claim, measured, "inconclusive", rho)
+    return Check(claim, measured, verdict(bool(np.all(np.diff(steps) < 0))), rho)
+
+
+def _held_check(lr_runs, stats) -> Check:
+    """Not held if any η exceeds AFTER_MAX·2/η after its break-even step; held if ≥ 2 η
+    reach 2/η and none does; else inconclusive."""
+    claim = ("after the break-even point λ_max(H) stays near or below 2/η: the largest "
+             f"λ_max(H)·η/2 at the later probe steps is ≤ {AFTER_MAX:g} for every η that "
+             "reaches 2/η (inconclusive if fewer than 2 η reach it)")
+    reached, measured = _reached(lr_runs, stats)
+    if not reached:
+        return Check(claim, measured, "inconclusive")
+    measured = "max λ_max η/2 after break-even: " + ", ".join(
+        f"η={lr_runs.at[rid, 'optim.lr']:g}: {stats[rid]['after']:.2f} (steps "
+        f"{stats[rid]['step']:.3g}-{stats[rid]['last']:g})" for rid in reached)
+    never = [f"{r['optim.lr']:g}" for rid, r in lr_runs.iterrows() if rid not in reached]
+    if never:
+        measured += f"; η={', '.join(never)} never reach 2/η"
+    worst = max(stats[rid]["after"] for rid in reached)
+    if worst > AFTER_MAX:
+        return Check(claim, measured, "not held", worst)
+    return Check(claim, measured, "inconclusive" if len(reached) < 2 else "held", worst)
+
+
+def _probe_table(frame: pd.DataFrame | None, threshold: float) -> pd.DataFrame:
+    """Probe steps with all quantities, the stability threshold (stored by the hessian
+    probe; ``threshold`` where it is missing) and the training loss at that step (the
+    evaluations, every few steps, interpolated linearly in log loss)."""
+    cols = [q for q, _ in QUANTITIES]
     if frame is None or not {*cols, "train/loss"} <= set(frame.columns):
-        return pd.DataFrame(columns=[*cols, "train/loss"])
+        return pd.DataFrame(columns=[*cols, "hessian/stability", "train/loss"])
     table = frame[cols].dropna()
+    stored = (frame["hessian/stability"].reindex(table.index) if "hessian/stability" in frame
+              else pd.Series(math.nan, index=table.index))
+    table["hessian/stability"] = stored.fillna(threshold)
     loss = frame["train/loss"].dropna()
     table["train/loss"] = np.exp(np.interp(table.index, loss.index, np.log(loss.to_numpy())))
     return table
@@ -279,29 +372,34 @@ def _against_step(runs, table, be):
             ax.set_xlabel("step (linear below 10)")
             plain(ax)
         if len(t):
-            axes[0].axhline(t["hessian/stability"].iloc[0], ls="--", lw=0.8, color=f"C{i}")
+            threshold = t["hessian/stability"].iloc[0]
+            axes[0].axhline(threshold, ls="--", lw=0.8, color=f"C{i}")
             if not math.isnan(be[rid]):
                 axes[0].axvline(be[rid], ls=":", lw=0.8, color=f"C{i}")
-    axes[0].set_title("dashed: 2/η, dotted: break-even step", fontsize=8)
+                axes[0].plot([be[rid]], [threshold], "o", ms=6, mfc="none", color=f"C{i}")
+    axes[0].set_title("dashed: 2/η; ○ and dotted: break-even step", fontsize=8)
     axes[0].legend(fontsize=7)
     return fig
 
 
-def _break_even_figure(lr_runs, be, table):
+def _break_even_figure(lr_runs, stats):
     from sgdlab.report.figures import new_figure
 
     fig, ax = new_figure(5, 3.2)
     x = lr_runs["optim.lr"].to_numpy(float)
-    y = np.array([be[r] for r in lr_runs.index])
-    last = np.array([table[r].index.max() if len(table[r]) else np.nan for r in lr_runs.index])
-    ax.plot(x, y, "o-", label="break-even step")
-    never = np.isnan(y)
-    if never.any():
-        ax.plot(x[never], last[never], "^", mfc="none", color="C1",
-                label="not reached by the end (last step shown)")
-    ax.set(xscale="log", yscale="log", xlabel="η",
-           ylabel=f"first step with λ_max(H) ≥ {REACH:g}·2/η")
+    y = np.array([stats[r]["step"] for r in lr_runs.index])
+    ax.plot(x, y, "o-", label="break-even step (λ_max(H) = 2/η)")
+    for eta, st in zip(x, (stats[r] for r in lr_runs.index)):
+        if math.isnan(st["step"]) and not math.isnan(st["last"]):
+            ax.plot([eta], [st["last"]], "^", mfc="none", color="C1")
+            ax.annotate(f"max λη/2 = {st['peak']:.2f}", (eta, st["last"]), fontsize=7,
+                        xytext=(4, -10), textcoords="offset points")
+    if np.isnan(y).any():
+        ax.plot([], [], "^", mfc="none", color="C1", label="never reached (at the last step)")
+    ax.set(xscale="log", yscale="log", xlabel="η", ylabel="break-even step")
     plain(ax)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.margins(0.12, 0.2)
     ax.legend(fontsize=7)
     return fig
 

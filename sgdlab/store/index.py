@@ -8,6 +8,10 @@ transaction, retried with jittered exponential backoff while the database is loc
 Parameters are stored as ``value_text`` (strings as is, everything else as canonical JSON:
 ``true``, ``0.1``, ``[1, 2]``) and ``value_num`` (ints and floats only). Metric values are
 REAL; NaN is stored as NULL (read back as NaN, found with ``value IS NULL``), ±inf as ±inf.
+
+Table ``checks`` (schema version 2) holds the check table of the last run of each
+experiment at each scale: (experiment, scale, ordinal, created, claim, measured, verdict,
+value), replaced as a whole when the experiment is rerun.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 from sgdlab.store.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: table checks
 BUSY_TIMEOUT_S = 10.0  # sqlite's own busy handler, per statement
 LOCK_DEADLINE_S = 300.0  # our retry loop gives up after this long
 REL_TOL = 1e-9  # numeric parameter filters match within this relative tolerance
@@ -49,7 +53,14 @@ _SCHEMA = [
         run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, step INTEGER NOT NULL,
         epoch REAL, name TEXT NOT NULL, value REAL,
         PRIMARY KEY (run_id, name, step)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS checks (
+        experiment TEXT NOT NULL, scale TEXT NOT NULL, ordinal INTEGER NOT NULL,
+        created TEXT NOT NULL, claim TEXT NOT NULL, measured TEXT NOT NULL,
+        verdict TEXT NOT NULL, value REAL,
+        PRIMARY KEY (experiment, scale, ordinal)) WITHOUT ROWID""",
 ]
+CHECK_COLUMNS = ("experiment", "scale", "ordinal", "created", "claim", "measured", "verdict",
+                 "value")
 RUN_COLUMNS = ("id", "name", "grp", "status", "config_json", "config_hash", "created",
                "updated", "message", "diverged_step")
 _orphans: list[sqlite3.Connection] = []  # connections inherited through fork: never touched
@@ -231,11 +242,11 @@ class Index:
                              f"reads up to {SCHEMA_VERSION}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA:
+            for statement in _SCHEMA:  # idempotent: also migrates 1 -> 2 (adds `checks`)
                 conn.execute(statement)
-            # future migrations: `if version == 1: ...; version = 2`
-            if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            # future migrations that alter tables: `if version == 2: ...`
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -377,4 +388,35 @@ class Index:
                     f"{sql}{_in('run_id', chunk)}{name_sql} ORDER BY run_id, name, step",
                     [*chunk, *(names or [])]).fetchall()
             return rows
+        return self.read(fn, empty=[])
+
+    # -- experiment checks -------------------------------------------------------------
+    def replace_checks(self, experiment: str, scale: str, created: str,
+                       rows: list[tuple]) -> None:
+        """Replace every check of (experiment, scale) by (claim, measured, verdict, value)
+        rows, numbered 0, 1, ... in order."""
+        def fn(conn):
+            conn.execute("DELETE FROM checks WHERE experiment = ? AND scale = ?",
+                         (experiment, scale))
+            conn.executemany(f"INSERT INTO checks ({','.join(CHECK_COLUMNS)}) VALUES "
+                             f"({','.join('?' * len(CHECK_COLUMNS))})",
+                             [(experiment, scale, i, created, *row) for i, row in enumerate(rows)])
+        self.write(fn)
+
+    def select_checks(self, experiments: Sequence[str] | None,
+                      scales: Sequence[str] | None) -> list[tuple]:
+        """Check rows (CHECK_COLUMNS) ordered by experiment, scale, ordinal."""
+        clauses, args = [], []
+        for column, values in (("experiment", experiments), ("scale", scales)):
+            if values is not None:
+                clauses.append(_in(column, values))
+                args += list(values)
+
+        def fn(conn):
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            return cursor.execute(
+                f"SELECT {','.join(CHECK_COLUMNS)} FROM checks WHERE "
+                f"{' AND '.join(clauses or ['1'])} ORDER BY experiment, scale, ordinal",
+                args).fetchall()
         return self.read(fn, empty=[])

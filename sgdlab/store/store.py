@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sgdlab.store import files
 from sgdlab.store.errors import StoreError
-from sgdlab.store.index import Index, canonical_json, flatten
+from sgdlab.store.index import CHECK_COLUMNS, Index, canonical_json, flatten
 from sgdlab.store.run import Run, now
 
 if TYPE_CHECKING:
@@ -167,3 +167,24 @@ class Store:
         frame = pd.DataFrame.from_records(rows, columns=METRIC_COLUMNS)
         return frame.astype({"run": object, "step": "int64", "epoch": "float64",
                              "name": object, "value": "float64"})
+
+    # -- experiment checks ------------------------------------------------------------
+    def write_checks(self, experiment: str, scale: str, checks: Iterable[Any]) -> None:
+        """Store an experiment's check table (objects with ``claim``, ``measured``,
+        ``verdict`` and ``value``, in order), replacing that of the same (experiment,
+        scale)."""
+        rows = [(str(c.claim), str(c.measured), str(c.verdict),
+                 None if c.value is None else float(c.value)) for c in checks]
+        self._index.replace_checks(experiment, scale, now(), rows)
+
+    def checks(self, experiment: str | Iterable[str] | None = None,
+               scale: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """The stored check tables: one row per check (experiment, scale, ordinal, created,
+        claim, measured, verdict, value), ordered by experiment, scale and ordinal;
+        ``experiment``/``scale``: one value or several (default: all)."""
+        import pandas as pd
+
+        rows = self._index.select_checks(_as_list(experiment), _as_list(scale))
+        frame = pd.DataFrame.from_records(rows, columns=list(CHECK_COLUMNS))
+        frame["created"] = pd.to_datetime(frame["created"], utc=True, format="ISO8601")
+        return frame.astype({"ordinal": "int64", "value": "float64"})
