@@ -66,7 +66,16 @@ def cmd_show(args) -> int:
 def cmd_report(args) -> int:
     from sgdlab.report import write_report
 
-    print(write_report(_store(args), args.run, args.output))
+    store = _store(args)
+    store.get_run(args.run)  # an unknown run is reported as such, before any folder is made
+    try:
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+        path = write_report(store, args.run, args.output)
+    except OSError as exc:
+        raise SgdlabError(f"{args.output or exc.filename}: cannot write the report "
+                          f"({exc.strerror or exc})") from None
+    print(path)
     return 0
 
 
@@ -80,8 +89,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgdlab", description=__doc__.splitlines()[0])
-    parser.add_argument("--store", help="store folder (default $SGDLAB_STORE or ./sgdlab-runs)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train one configuration")
@@ -116,7 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_commands(sub)
     add_experiment_commands(sub)
+    for command in sub.choices.values():  # also accepted after the command; unset if absent
+        _global_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, **defaults) -> None:
+    parser.add_argument("--store", help="store folder (default $SGDLAB_STORE or ./sgdlab-runs)",
+                        **defaults)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar", **defaults)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (SgdlabError, StoreError) as exc:
-        print(f"sgdlab: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"sgdlab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sgdlab: interrupted", file=sys.stderr)

@@ -180,14 +180,19 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """Length of training, loss, evaluation and checkpoint cadence."""
+    """Length of training, loss, evaluation and checkpoint cadence.
+
+    Checkpoints are taken every ``checkpoint_every`` steps or, when it is 0, at the end of
+    every ``checkpoint_epochs``-th epoch; the end of training always checkpoints.
+    """
 
     epochs: int = 10
     max_steps: int = 0  # > 0: stop after this many steps even if epochs remain
     loss: str = "cross_entropy"
     eval_every: int = 0  # steps between evaluations; 0 = once per epoch
     eval_batch_size: int = 4096
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = every checkpoint_epochs epochs
+    checkpoint_epochs: int = 1  # epochs between checkpoints when checkpoint_every = 0
     keep_checkpoints: int = 2
 
     def check(self) -> None:
@@ -197,6 +202,7 @@ class TrainConfig:
         _at_least("train.eval_every", self.eval_every, 0)
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
+        _at_least("train.checkpoint_epochs", self.checkpoint_epochs, 1)
         _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
 
 

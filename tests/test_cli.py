@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sgdlab.probes import Probe, Schedule
 from sgdlab.store import Store
 
 GOOD = """
@@ -38,7 +39,8 @@ def sgdlab(*args, store, env=None, timeout=120):
 
 
 def nothing_written(store: Path) -> bool:
-    return not (store / "runs").exists() or not any((store / "runs").iterdir())
+    """The store folder was not even created: no index.sqlite, no runs/."""
+    return not store.exists()
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -52,9 +54,18 @@ def nothing_written(store: Path) -> bool:
     (["model.name='transformer'"], "model.name"),
     (["train.epochs=0"], "train.epochs"),
     (["train.loss='hinge'"], "train.loss"),
+    (["train.checkpoint_epochs=0"], "train.checkpoint_epochs"),
     (["probes=[{name='residual'}]"], "residual"),
     (["probes=[{name='hessian', every=0}]"], "probes[0].every"),
     (["probes=[{name='nope'}]"], "probes[0].name"),
+    (["probes=[{name='weights'}, {name='hessian', k='a'}]"], "probes[1].k: expected an integer"),
+    (["probes=[{name='hessian', k=0}]"], "probes[0].k: must be an integer >= 1, got 0"),
+    (["probes=[{name='hessian', tol=1}]"], "probes[0].tol: must be in (0, 1)"),
+    (["probes=[{name='hessian', trace='yes'}]"], "probes[0].trace: expected true or false"),
+    (["probes=[{name='sharpest', n=0}]"], "probes[0].n: must be an integer >= 1"),
+    (["probes=[{name='csr', split='val'}]"], "probes[0].split: must be 'train' or 'test'"),
+    (["probes=[{name='stiffness', bins=2.5}]"], "probes[0].bins: expected an integer"),
+    (["probes=[{name='gradient_noise', nope=1}]"], "probes[0].nope: unknown option"),
     (["data.n_train=100000"], "data.n_train"),
     (["data.name='fashion-mnist'", "data.file='/nonexistent/fm.npz'"], "/nonexistent/fm.npz"),
 ])
@@ -105,6 +116,103 @@ def test_run_ls_show_report(tmp_path):
     assert r.returncode == 0 and page.exists()
     text = page.read_text()
     assert text.count("data:image/png;base64") >= 3 and run_id in text
+    nested = tmp_path / "new" / "folder" / "r.html"  # missing parent folders are created
+    r = sgdlab("report", run_id, "-o", str(nested), store=store)
+    assert r.returncode == 0 and r.stdout.strip() == str(nested) and nested.is_file(), r.stderr
+    blocked = tmp_path / "a-file" / "r.html"  # a parent that is a file: cannot be written
+    blocked.parent.write_text("")
+    r = sgdlab("report", run_id, "-o", str(blocked), store=store)
+    assert r.returncode == 2 and str(blocked) in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_corrupted_cifar_archive_and_non_finite_pixels_are_one_line(tmp_path):
+    import numpy as np
+
+    junk = tmp_path / "cifar.tar.gz"
+    junk.write_bytes(os.urandom(4096))
+    x = np.random.default_rng(0).random((20, 28, 28)).astype(np.float32)
+    x[2, 3, 4] = np.nan
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, x_train=x, y_train=np.arange(20) % 10, x_test=x[:5], y_test=np.arange(5))
+    store = tmp_path / "store"
+    for name, path in (("cifar10", junk), ("fashion-mnist", nan)):
+        r = sgdlab("run", "--set", f"data.name='{name}'", "--set", f"data.file='{path}'",
+                   store=store)
+        assert r.returncode == 2 and str(path) in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert nothing_written(store)
+
+
+def test_error_messages_are_collapsed_to_one_line(tmp_path, monkeypatch, capsys):
+    from sgdlab import cli
+    from sgdlab.errors import SgdlabError
+
+    def fails(args):
+        raise SgdlabError("first line\n  second line\n")
+
+    monkeypatch.setattr(cli, "cmd_ls", fails)
+    assert cli.main(["--store", str(tmp_path / "s"), "ls"]) == 2
+    assert capsys.readouterr().err == "sgdlab: error: first line second line\n"
+
+
+def test_store_and_quiet_also_after_the_command(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GOOD.replace("epochs = 2", "epochs = 1"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    store = tmp_path / "after"
+    r = subprocess.run([sys.executable, "-m", "sgdlab.cli", "run", str(cfg), "--store", str(store),
+                        "-q"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and str(store) in r.stdout and r.stderr == "", r.stderr
+    run_id = r.stdout.split()[0]
+    assert len(Store(store).find_runs()) == 1
+    # after the command it wins over the one before; absent, the one before is kept
+    assert run_id in sgdlab("ls", "--store", str(store), store=tmp_path / "other").stdout
+    assert run_id in sgdlab("show", run_id, store=store).stdout
+    assert not (tmp_path / "other").exists()
+    r = sgdlab("ls", "--no-such-option", store=store)  # argparse usage errors exit 2 too
+    assert r.returncode == 2 and "--no-such-option" in r.stderr
+
+
+class Interrupt(Probe):
+    """Simulates a kill: a KeyboardInterrupt at step ``at``, inside training."""
+
+    name = "interrupt"
+
+    def __init__(self, at: int) -> None:
+        super().__init__(Schedule(every=1))
+        self.at = at
+
+    def measure(self, ctx):
+        if ctx.step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_checkpoint_every_n_epochs_and_resume(tmp_path):
+    from sgdlab.config import load_config
+    from sgdlab.train import train
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GOOD)
+    sets = ["train.epochs=5", "train.checkpoint_epochs=2", "train.keep_checkpoints=10"]
+    ref_store, store = tmp_path / "ref", tmp_path / "killed"
+    r = sgdlab("run", str(cfg), *[a for s in sets for a in ("--set", s)], store=ref_store)
+    assert r.returncode == 0, r.stderr
+    (ref,) = Store(ref_store).find_runs()
+    per_epoch = 1437 // 64  # digits: 1,437 training examples, batches of 64
+    assert ref.checkpoint_steps() == [2 * per_epoch, 4 * per_epoch, 5 * per_epoch]
+
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 4: the last checkpoint is epoch 2's
+        train(load_config(cfg, sets), Store(store), probes=[Interrupt(3 * per_epoch + 5)],
+              progress=False)
+    (run,) = Store(store).find_runs()
+    assert run.checkpoint_steps() == [2 * per_epoch]
+    r = sgdlab("resume", run.id, store=store)
+    assert r.returncode == 0, r.stderr
+    assert run.checkpoint_steps() == ref.checkpoint_steps()
+    a = load_file(ref.path / "final.safetensors")
+    b = load_file(run.path / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 KILL_CFG = """

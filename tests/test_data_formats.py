@@ -225,3 +225,15 @@ def test_cifar_wrong_checksum_and_unsafe_pickle(tmp_path):
         (folder / name).write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}))
     with pytest.raises(DataError, match="data_batch_1: not a CIFAR-10 batch.*refusing"):
         load_data(DataConfig(name="cifar10", file=str(folder)), seed=0)
+
+
+def test_corrupted_cifar_archive_is_a_one_line_error(tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(tiny_cifar(tmp_path).read_bytes()[:400])
+    for path in (junk, truncated):
+        with pytest.raises(DataError) as info:
+            load_data(DataConfig(name="cifar10", file=str(path)), seed=0)
+        message = str(info.value)
+        assert message.startswith(str(path)) and "\n" not in message, message

@@ -11,7 +11,7 @@ import torch
 
 from sgdlab.config import DataConfig
 from sgdlab.data import load_data, sources
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(not (SHARED / "fashion_mnist.npz").is_file(),
@@ -117,3 +117,33 @@ def test_teacher_student_regression():
     assert abs(float((noisy.y_train - bundle.y_train).std()) - 0.5) < 0.05
     with pytest.raises(ConfigError, match="data.label_noise"):
         load_data(DataConfig(name="teacher-student", label_noise=0.1), seed=0)
+
+
+def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    return path
+
+
+@pytest.mark.parametrize("name, shape", [("fashion-mnist", (28, 28)), ("digits", (8, 8)),
+                                         ("mnist1d", (40,))])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_rejected_naming_the_file(tmp_path, name, shape, bad):
+    x = np.random.default_rng(0).random((20, *shape)).astype(np.float32)
+    x[3].flat[5] = bad
+    path = write_split(tmp_path / "bad.npz", x, np.arange(20) % 10)
+    with pytest.raises(DataError, match=rf"^{path}: inputs contain non-finite values"):
+        load_data(DataConfig(name=name, file=str(path), normalize="none"), seed=0)
+
+
+def test_float_labels_must_be_integral(tmp_path):
+    x = np.random.default_rng(0).random((20, 28, 28)).astype(np.float32)
+    y = (np.arange(20) % 10).astype(np.float64)
+    good = write_split(tmp_path / "good.npz", x, y)
+    bundle = load_data(DataConfig(name="fashion-mnist", file=str(good)), seed=0)
+    assert bundle.y_train.dtype == torch.int64
+    assert sorted(bundle.y_train.tolist()) == sorted(y.astype(int).tolist())
+    for bad_label in (1.5, np.nan):
+        y[7] = bad_label
+        bad = write_split(tmp_path / "bad.npz", x, y)
+        with pytest.raises(DataError, match=rf"^{bad}: labels must be integers, got {bad_label}"):
+            load_data(DataConfig(name="fashion-mnist", file=str(bad)), seed=0)

@@ -137,8 +137,12 @@ def read_cifar10(path: Path) -> Split:
                 return tar.extractfile(members[name]).read()
 
             return _cifar_from(path, member)
+    except tarfile.ReadError:  # its message may list every compression tried, one per line
+        raise DataError(f"{path}: corrupted or not a tar archive (plain, gzip, bz2 or xz); "
+                        "expected the CIFAR-10 python archive") from None
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read CIFAR-10 archive ({exc})") from None
+        detail = " ".join(str(exc).split())
+        raise DataError(f"{path}: cannot read CIFAR-10 archive ({detail})") from None
 
 
 def _cifar_from(where: Path, read) -> Split:

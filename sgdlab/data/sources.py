@@ -110,13 +110,13 @@ def _image_dataset(cfg: DataConfig) -> RawData:
         arrays = formats.read_idx_folder(path)
     x_train, y_train, x_test, y_test = arrays
     shape = IMAGE_SHAPES[name]
-    x_train, x_test = (_as_images(x, shape, path) for x in (x_train, x_test))
+    x_train, x_test = (_as_images(_inputs(x, path), shape, path) for x in (x_train, x_test))
     pixel_max = 255.0 if np.issubdtype(x_train.dtype, np.integer) else 1.0
     for x in (x_train, x_test):
         if x.size and (x.min() < 0 or x.max() > pixel_max):
             raise DataError(f"{path}: pixel values outside [0, {pixel_max:g}]")
-    raw = RawData(name, "classification", x_train, y_train.astype(np.int64), x_test,
-                  y_test.astype(np.int64), 10, pixel_max, str(path))
+    raw = RawData(name, "classification", x_train, _labels(y_train, path), x_test,
+                  _labels(y_test, path), 10, pixel_max, str(path))
     _check_labels(raw, path)
     return raw
 
@@ -168,6 +168,26 @@ def _as_images(x: np.ndarray, shape: tuple[int, ...], path: Path) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), *shape))
 
 
+def _inputs(x: np.ndarray, path: Path | str) -> np.ndarray:
+    """``x`` if numeric and finite, else a DataError naming the file."""
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: inputs must be numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{path}: inputs contain non-finite values (NaN or inf)")
+    return x
+
+
+def _labels(y: np.ndarray, path: Path | str) -> np.ndarray:
+    """Class labels as int64: integers, or floats with integral values (3.0); else DataError."""
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(f"{path}: labels must be integers, got {y[bad][0].item()!r}")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
 def _check_labels(raw: RawData, path: Path | str) -> None:
     for y in (raw.y_train, raw.y_test):
         if y.size and (y.min() < 0 or y.max() >= raw.n_classes):
@@ -193,9 +213,10 @@ def _digits(cfg: DataConfig, seed: int) -> RawData:
         x_train, y_train, x_test, y_test = x[k:], y[k:], x[:k], y[:k]
         source = "sklearn.datasets.load_digits"
     shape = (1, 8, 8)
-    raw = RawData("digits", "classification", _as_images(x_train, shape, Path(source)),
-                  y_train.astype(np.int64), _as_images(x_test, shape, Path(source)),
-                  y_test.astype(np.int64), 10, 16.0, source)
+    x_train, x_test = (_as_images(_inputs(x, source), shape, Path(source))
+                       for x in (x_train, x_test))
+    raw = RawData("digits", "classification", x_train, _labels(y_train, source), x_test,
+                  _labels(y_test, source), 10, 16.0, source)
     _check_labels(raw, source)
     return raw
 
@@ -212,9 +233,9 @@ def _mnist1d(cfg: DataConfig, seed: int) -> RawData:
             dl.save_npz(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
         except OSError as exc:
             dl.log.warning("could not cache MNIST-1D at %s: %s", path, exc)
-    x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
-    raw = RawData("mnist1d", "classification", x_train, y_train.astype(np.int64), x_test,
-                  y_test.astype(np.int64), 10, None, str(path))
+    x_train, x_test = (_inputs(x, path).reshape(len(x), -1) for x in (x_train, x_test))
+    raw = RawData("mnist1d", "classification", x_train, _labels(y_train, path), x_test,
+                  _labels(y_test, path), 10, None, str(path))
     _check_labels(raw, path)
     return raw
 

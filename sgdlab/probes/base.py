@@ -18,6 +18,7 @@ them asked for on that subset; the others reuse it, whatever their order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,29 @@ class Schedule:
         if self.every == "epoch":
             return epoch_start
         return step % self.every == 0 or step == total_steps
+
+
+class OptionError(ConfigError):
+    """A bad probe option: ``probe <name>: <option> must be <expected>, got <value>``;
+    :func:`~sgdlab.probes.build_probes` reports it as ``probes[i].<option>: must be ...``."""
+
+    def __init__(self, probe: str, option: str, value: Any, expected: str) -> None:
+        self.option, self.problem = option, f"must be {expected}, got {value!r}"
+        super().__init__(f"probe {probe}: {option} {self.problem}")
+
+
+def check_int(probe: str, option: str, value: Any, low: int = 1) -> None:
+    """Raise :class:`OptionError` unless ``value`` is an integer (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise OptionError(probe, option, value, f"an integer >= {low}")
+
+
+def check_number(probe: str, option: str, value: Any, ok: Callable[[float], bool],
+                 expected: str) -> None:
+    """Raise :class:`OptionError` unless ``value`` is a finite number with ``ok(value)``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and ok(value)):
+        raise OptionError(probe, option, value, expected)
 
 
 class Probe:

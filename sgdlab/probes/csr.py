@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from sgdlab.errors import ConfigError
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int, check_number
 from sgdlab.train.evaluate import eval_mode
 
 PIXEL = 1 / 255
@@ -141,13 +141,11 @@ class CriticalSampleRatio(Probe):
                  beta: float = 0.2 * PIXEL, max_iter: int = 100, batch_size: int = 500) -> None:
         super().__init__(schedule)
         if split not in ("train", "test"):
-            raise ConfigError(f"probe csr: split must be 'train' or 'test', got {split!r}")
+            raise OptionError(self.name, "split", split, "'train' or 'test'")
         for key, value in (("n", n), ("max_iter", max_iter), ("batch_size", batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"probe csr: {key} must be a positive integer, got {value!r}")
+            check_int(self.name, key, value)
         for key, value in (("radius", radius), ("alpha", alpha), ("beta", beta)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"probe csr: {key} must be a non-negative number, got {value!r}")
+            check_number(self.name, key, value, lambda v: v >= 0, "a number >= 0")
         self.n, self.split, self.max_iter, self.batch_size = n, split, max_iter, batch_size
         self.radius, self.alpha, self.beta = float(radius), float(alpha), float(beta)
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.errors import ConfigError
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
 
 
 def stability_threshold(lr: float, momentum: float = 0.0) -> float:
@@ -34,11 +33,11 @@ class HessianProbe(Probe):
                  tol: float = 1e-3, trace: bool = False, trace_rtol: float = 0.02,
                  trace_products: int = 200, warm_start: bool = True) -> None:
         super().__init__(schedule)
-        if k < 1 or n < 1 or not 0 < tol < 1:
-            raise ConfigError(f"probe hessian: needs k >= 1, n >= 1, 0 < tol < 1 "
-                              f"(got k={k}, n={n}, tol={tol})")
-        if trace and trace_products < 30:
-            raise ConfigError(f"probe hessian: trace_products must be >= 30, got {trace_products}")
+        check_int(self.name, "k", k)
+        check_int(self.name, "n", n)
+        check_number(self.name, "tol", tol, lambda v: 0 < v < 1, "in (0, 1)")
+        check_number(self.name, "trace_rtol", trace_rtol, lambda v: v > 0, "> 0")
+        check_int(self.name, "trace_products", trace_products, 30)
         self.k, self.n, self.tol, self.warm_start = k, n, tol, warm_start
         self.trace, self.trace_rtol, self.trace_products = trace, trace_rtol, trace_products
         self.previous: torch.Tensor | None = None
@@ -82,6 +81,9 @@ class HessianDensityProbe(Probe):
     def __init__(self, schedule: Schedule | None = None, *, n: int = 2048, steps: int = 80,
                  vectors: int = 4, points: int = 400, sigma: float = 0.0) -> None:
         super().__init__(schedule)
+        for key, value in (("n", n), ("steps", steps), ("vectors", vectors), ("points", points)):
+            check_int(self.name, key, value)
+        check_number(self.name, "sigma", sigma, lambda v: v >= 0, "a number >= 0")
         self.n, self.steps, self.vectors, self.points = n, steps, vectors, points
         self.sigma = sigma or None  # None: the engine's default broadening
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
 
 
 @register
@@ -27,6 +27,8 @@ class GradientNoiseProbe(Probe):
     def __init__(self, schedule: Schedule | None = None, *, n: int = 2048, top: bool = True,
                  tol: float = 1e-3) -> None:
         super().__init__(schedule)
+        check_int(self.name, "n", n)
+        check_number(self.name, "tol", tol, lambda v: 0 < v < 1, "in (0, 1)")
         self.n, self.top, self.tol = n, top, tol
         self.previous = None
 

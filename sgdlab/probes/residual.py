@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from sgdlab.errors import ConfigError
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int
 from sgdlab.train.evaluate import eval_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -122,11 +122,9 @@ class ResidualInference(Probe):
                  chunk: int = 256) -> None:
         super().__init__(schedule)
         if split not in ("train", "test"):
-            raise ConfigError(f"probe residual: split must be 'train' or 'test', got {split!r}")
+            raise OptionError(self.name, "split", split, "'train' or 'test'")
         for key, value in (("n", n), ("chunk", chunk)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"probe residual: {key} must be a positive integer, "
-                                  f"got {value!r}")
+            check_int(self.name, key, value)
         self.n, self.split, self.chunk = n, split, chunk
 
     def check(self, model: nn.Module, data) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch.func import functional_call
 
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
 from sgdlab.train.evaluate import eval_mode
 
 
@@ -48,6 +48,10 @@ class SharpestProbe(Probe):
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, n: int = 2048,
                  tol: float = 1e-3, span: float = 3.0, points: int = 25) -> None:
         super().__init__(schedule)
+        for key, value in (("k", k), ("n", n), ("points", points)):
+            check_int(self.name, key, value)
+        check_number(self.name, "tol", tol, lambda v: 0 < v < 1, "in (0, 1)")
+        check_number(self.name, "span", span, lambda v: v > 0, "> 0")
         self.k, self.n, self.tol = k, n, tol
         self.offsets = np.linspace(-span, span, points)
         self.previous: torch.Tensor | None = None

@@ -32,9 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sgdlab.errors import ConfigError
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int
 from sgdlab.train.evaluate import eval_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -187,12 +186,10 @@ class Stiffness(Probe):
                  bins: int = 20, chunk: int = 64, max_memory_mb: int = 1024) -> None:
         super().__init__(schedule)
         if split not in ("train", "test"):
-            raise ConfigError(f"probe stiffness: split must be 'train' or 'test', got {split!r}")
+            raise OptionError(self.name, "split", split, "'train' or 'test'")
         for key, value, low in (("n", n, 2), ("bins", bins, 1), ("chunk", chunk, 1),
                                 ("max_memory_mb", max_memory_mb, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"probe stiffness: {key} must be an integer >= {low}, "
-                                  f"got {value!r}")
+            check_int(self.name, key, value, low)
         self.n, self.split, self.bins, self.chunk = n, split, bins, chunk
         self.max_bytes = max_memory_mb << 20
 

@@ -23,9 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import ConfigError
 from sgdlab.probes import register
-from sgdlab.probes.base import Probe, ProbeContext, Schedule
+from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule
 
 
 def flat_parameters(model: nn.Module, dtype: torch.dtype | None = None) -> Tensor:
@@ -86,7 +85,7 @@ class Weights(Probe):
     def __init__(self, schedule: Schedule | None = None, *, per_layer: bool = False) -> None:
         super().__init__(schedule)
         if not isinstance(per_layer, bool):
-            raise ConfigError(f"probe weights: per_layer must be true or false, got {per_layer!r}")
+            raise OptionError(self.name, "per_layer", per_layer, "true or false")
         self.per_layer = per_layer
         self.theta0: Tensor | None = None
         self._norm: tuple[int, float] | None = None  # (step, ||theta_t||) of the last measure

@@ -228,7 +228,8 @@ class Trainer:
                 eval_due = last or (eval_every and self.step % eval_every == 0) or (
                     not eval_every and epoch_end)
                 ckpt_due = last or (ckpt_every and self.step % ckpt_every == 0) or (
-                    not ckpt_every and epoch_end)
+                    not ckpt_every and epoch_end
+                    and self.epoch % cfg.train.checkpoint_epochs == 0)
                 if eval_due or ckpt_due or epoch_end or len(self._pending) >= FLUSH_EVERY:
                     self.flush()  # checks for divergence before evaluating or saving
                     if self.diverged_at is not None:
