@@ -72,3 +72,23 @@ def test_a_meddling_probe_does_not_change_the_trajectory(store):
     probed = load_file(probed.path / "final.safetensors")
     assert plain.keys() == probed.keys()
     assert all(torch.equal(plain[k], probed[k]) for k in plain)
+
+
+def test_loss_probe_measures_every_split_on_its_own_schedule(store):
+    """On log-spaced steps, with label noise: train/test/clean/corrupted loss and accuracy,
+    equal at the end to the trainer's own evaluation of the final parameters."""
+    cfg = small_config(**{"train.epochs": 2, "data.label_noise": 0.3,
+                          "train.eval_every": 10**6},
+                       probes=[{"name": "loss", "log_points": 6}])
+    run = train(cfg, store)
+    m = store.metrics(runs=[run.id])
+    probe = m[m["name"].str.startswith("loss/")]
+    assert {"loss/train/loss", "loss/test/acc", "loss/clean/acc", "loss/corrupted/acc",
+            "loss/corrupted/acc_true"} <= set(probe["name"])
+    steps = sorted(probe["step"].unique())
+    assert steps[:3] == [0, 1, 2] and len(steps) >= 5
+    last = probe[probe["step"] == steps[-1]].set_index("name")["value"]
+    final = m[(m["step"] == steps[-1]) & ~m["name"].str.startswith("loss/")]
+    final = final.set_index("name")["value"]
+    for key in ("train/loss", "test/acc", "clean/loss", "corrupted/acc"):
+        assert last[f"loss/{key}"] == final[key]
