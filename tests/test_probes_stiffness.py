@@ -134,6 +134,10 @@ def test_probe_measure_on_a_subset():
     for key in ("cos_mean", "cos_within", "sign_between"):
         assert out[key] == pytest.approx(ref[key])
     torch.testing.assert_close(out["stiffness_cos"], ref["stiffness_cos"])
+    for key, curve in (("critical_length", "stiffness_cos"),
+                       ("critical_length_sign", "stiffness_sign")):
+        expected = critical_length(ref["bin_centers"], ref[curve])
+        assert out[key] == pytest.approx(expected, nan_ok=True)
     assert ctx.subset(25)[0].shape == (25, 4)
 
 

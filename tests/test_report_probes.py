@@ -72,11 +72,12 @@ def test_stiffness_marks_the_critical_length_only_when_finite():
                                  "stiffness_cos": np.array([0.5, 0.1, -0.1, -0.2]),
                                  "stiffness_sign": np.array([0.8, 0.6, 0.4, 0.2]),
                                  "class_cos": np.eye(2), "class_sign": np.eye(2)})]}
-    metrics = pd.DataFrame({"step": [0], "epoch": [0], "name": ["stiffness/critical_length"],
-                            "value": [2.5]})
+    metrics = pd.DataFrame({"step": [0, 0], "epoch": [0, 0],
+                            "name": ["stiffness/critical_length",
+                                     "stiffness/critical_length_sign"],
+                            "value": [2.5, np.nan]})
     figs = dict(probe_figures.stiffness_figures(view_of(arrays, metrics)))
     cos_ax, sign_ax = figs["Stiffness against input distance (cosine and sign)"].axes
     dashed = [ln.get_xdata()[0] for ln in cos_ax.lines if ln.get_linestyle() == "--"]
     assert dashed == [2.5]
     assert not [ln for ln in sign_ax.lines if ln.get_linestyle() == "--"]
-    assert probe_figures.zero_crossing(centers, [0.5, 0.1, -0.1, -0.2]) == pytest.approx(2.5)

@@ -14,7 +14,8 @@ the paper). Stiffness against distance: the pairs i < j are sorted by ``||x_i - 
 inputs as the network sees them) and cut into ``bins`` equal-count (quantile) bins; each bin
 gives its mean distance and mean stiffness. The dynamical critical length is the distance
 where the binned cosine stiffness first falls from > 0 to <= 0, by linear interpolation
-between the two bins (NaN if it never does).
+between the two bins (NaN if it never does); ``critical_length_sign`` the same for sign
+stiffness.
 
 Per-example gradients come from ``torch.func`` (``vmap(grad(functional_call))``) in chunks,
 in eval mode (modes restored); only their Gram matrix ``G = [g_i . g_j]`` is kept. When the
@@ -152,8 +153,8 @@ def critical_length(centers, values) -> float:
 def stiffness(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, *, n_classes: int | None
               = None, bins: int = 20, chunk: int = 64, max_bytes: int = 1 << 30) -> dict:
     """Every stiffness measurement on ``(x, y)``: scalars ``cos_mean``, ``sign_mean`` (over
-    pairs i != j), ``critical_length``, and with ``n_classes`` (integer labels)
-    ``cos_within``, ``cos_between``, ``sign_within``, ``sign_between``; arrays
+    pairs i != j), ``critical_length``, ``critical_length_sign``, and with ``n_classes``
+    (integer labels) ``cos_within``, ``cos_between``, ``sign_within``, ``sign_between``; arrays
     ``bin_centers``, ``stiffness_cos``, ``stiffness_sign`` and ``class_cos``, ``class_sign``
     (``n_classes x n_classes``)."""
     if len(x) < 2:
@@ -165,6 +166,7 @@ def stiffness(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, *, n_clas
     out: dict = {
         "cos_mean": cos[off].mean().item(), "sign_mean": sign[off].mean().item(),
         "critical_length": critical_length(centers.cpu(), s_cos.cpu()),
+        "critical_length_sign": critical_length(centers.cpu(), s_sign.cpu()),
         "bin_centers": centers, "stiffness_cos": s_cos, "stiffness_sign": s_sign,
     }
     if n_classes is not None:

@@ -91,18 +91,6 @@ def csr_figure(view: RunView):
 register_figure(csr_figure, claims=("csr/csr", "csr/mean_iter"))
 
 
-def zero_crossing(centers, values) -> float:
-    """First point where ``values`` falls from > 0 to <= 0, linearly interpolated (the rule
-    of ``sgdlab.probes.stiffness.critical_length``, kept here so reports need no torch)."""
-    c, v = np.asarray(centers, dtype=float), np.asarray(values, dtype=float)
-    ok = np.isfinite(c) & np.isfinite(v)
-    c, v = c[ok], v[ok]
-    for k in range(len(v) - 1):
-        if v[k] > 0 >= v[k + 1]:
-            return float(c[k] + (c[k + 1] - c[k]) * v[k] / (v[k] - v[k + 1]))
-    return float("nan")
-
-
 def stiffness_figures(view: RunView):
     """Class stiffness matrices and stiffness against input distance, cosine and sign; the
     critical length (first zero crossing) as a dashed line where finite."""
@@ -123,7 +111,9 @@ def stiffness_figures(view: RunView):
             ax.set(xlabel="class", ylabel="class",
                    title=f"{'cosine' if kind == 'cos' else 'sign'} stiffness, step {step}")
         out.append(("Class stiffness matrices (cosine and sign)", fig))
-    stored = view.series("stiffness/critical_length").groupby("step")["value"].last()
+    stored = {kind: view.series(f"stiffness/critical_length{suffix}")
+              .groupby("step")["value"].last()
+              for kind, suffix in (("cos", ""), ("sign", "_sign"))}
     kinds = [k for k in ("cos", "sign") if f"stiffness_{k}" in last]
     if not kinds:
         return out
@@ -133,8 +123,7 @@ def stiffness_figures(view: RunView):
         for i, (step, arrays) in enumerate(items):
             centers, values = arrays["bin_centers"], arrays[f"stiffness_{kind}"]
             ax.plot(centers, values, marker=".", color=f"C{i}", label=f"step {step}")
-            crit = (stored[step] if kind == "cos" and step in stored.index
-                    else zero_crossing(centers, values))
+            crit = stored[kind].get(step, np.nan)
             if np.isfinite(crit):
                 ax.axvline(crit, color=f"C{i}", ls="--", lw=0.9,
                            label=f"critical length {crit:.3g}")
