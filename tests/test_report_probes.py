@@ -19,6 +19,7 @@ ALL_PROBES = [
     {"name": "stiffness", "every": 6, "n": 24, "bins": 4},
     {"name": "residual", "every": 6, "n": 32},
     {"name": "weights", "every": 4},
+    {"name": "loss", "log_points": 5},
 ]
 
 
@@ -42,7 +43,8 @@ def test_the_report_draws_every_probe(store):
                   "Class stiffness matrices (cosine and sign)",
                   "Stiffness against input distance (cosine and sign)",
                   "Bowl: loss along the sharpest directions (dot: where the SGD step lands)",
-                  "Weights", "Residual blocks: iterative inference"):
+                  "Weights", "Residual blocks: iterative inference",
+                  "Loss and accuracy (loss probe)"):
         assert title in figures, (title, sorted(figures))
     heat = [ax.get_title() for ax in figures["Class stiffness matrices (cosine and sign)"].axes]
     assert any(t.startswith("cosine") for t in heat) and any(t.startswith("sign") for t in heat)
@@ -50,8 +52,10 @@ def test_the_report_draws_every_probe(store):
     assert [ax.get_ylabel().split("\n")[0] for ax in csr_axes] == ["CSR", "mean LASS iterations"]
     bowl = figures["Bowl: loss along the sharpest directions (dot: where the SGD step lands)"]
     assert all(len([ln for ln in ax.lines if ln.get_gid() == "step"]) == 3 for ax in bowl.axes)
-    # csr is drawn by its own figure, never again in the generic panels
-    assert "Probe: csr" not in figures
+    loss_axes = figures["Loss and accuracy (loss probe)"].axes
+    assert [ax.get_legend_handles_labels()[1] for ax in loss_axes] == [["test", "train"]] * 2
+    # csr and loss are drawn by their own figures, never again in the generic panels
+    assert "Probe: csr" not in figures and "Probe: loss" not in figures
 
 
 def test_bowl_marker_sits_at_the_sign_of_the_step_projection():

@@ -34,6 +34,33 @@ register_figure(sharpness_figure,
                 claims=("hessian/lambda_max", "hessian/stability", "hessian/eig_"))
 
 
+def loss_probe_figure(view: RunView):
+    """The ``loss`` probe: loss and accuracy per split (train, test, clean, corrupted), on
+    a symlog step axis since its schedule is often log-spaced."""
+    names = view.names("loss/")
+    if not names:
+        return []
+    fig = new_figure(9, 3.4)[0]
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    splits = sorted({name[len("loss/"):].rsplit("/", 1)[0] for name in names})
+    for ax, kind in zip(axes, ("loss", "acc")):
+        for name in names:
+            split, metric = name[len("loss/"):].rsplit("/", 1)
+            if metric.startswith(kind):
+                plain = metric == kind
+                plot_series(ax, view, name, label=split + ("" if plain else " (true labels)"),
+                            marker=".", ls="-" if plain else "--",
+                            color=f"C{splits.index(split)}")
+        ax.set(xlabel="step", ylabel=kind if kind == "loss" else "accuracy", xscale="symlog")
+        ax.legend(fontsize=7)
+    axes[0].set_yscale("log")
+    return [("Loss and accuracy (loss probe)", fig)]
+
+
+register_figure(loss_probe_figure, claims=("loss/",))
+
+
 def trace_figure(view: RunView):
     out = []
     s, se = view.series("hessian/trace"), view.series("hessian/trace_se")
