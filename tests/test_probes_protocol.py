@@ -92,3 +92,20 @@ def test_loss_probe_measures_every_split_on_its_own_schedule(store):
     final = final.set_index("name")["value"]
     for key in ("train/loss", "test/acc", "clean/loss", "corrupted/acc"):
         assert last[f"loss/{key}"] == final[key]
+
+
+def test_probes_asking_for_more_eigenpairs_do_not_change_nsgd(store, eig_calls):
+    """NSGD refreshes with exactly its own (k, tol); a probe on the same subset asking for
+    more pairs at a tighter tol gets one more decomposition, and NSGD's trajectory stays
+    bit-identical."""
+    nsgd = {"optim.name": "nsgd", "optim.nsgd_k": 2, "optim.nsgd_subset": 200,
+            "optim.nsgd_every": 10, "optim.nsgd_gamma": 0.3, "train.epochs": 1}
+    plain = load_file(train(small_config(**nsgd), store).path / "final.safetensors")
+    refreshes = list(eig_calls)
+    assert refreshes and set(refreshes) == {(2, 1e-3)}
+    eig_calls.clear()
+    probes = [{"name": "sharpest", "every": 10, "k": 3, "n": 200, "tol": 1e-5, "points": 3}]
+    probed = train(small_config(**nsgd, probes=probes), store)
+    probed = load_file(probed.path / "final.safetensors")
+    assert all(torch.equal(plain[k], probed[k]) for k in plain)
+    assert eig_calls.count((2, 1e-3)) == len(refreshes) and (3, 1e-5) in eig_calls

@@ -36,16 +36,12 @@ class NSGD(torch.optim.SGD):
             return True
         return step % self.every == 0 if self.every else epoch_start
 
-    def eig_request(self) -> tuple[int, int, float]:
-        return self.k, self.subset, self.tol
-
     def refresh(self, ctx) -> None:
         """Recompute the top-``k`` eigenvectors on the fixed subset, warm-started from the
         previous basis; the result is shared with probes through ``ctx``."""
         result = ctx.top_eigs(self.k, self.subset, tol=self.tol, init=self.basis,
                               generator=self.generator)
-        q, _ = torch.linalg.qr(result.vectors.T.to(torch.float64))
-        self.basis = q.T.to(result.vectors.dtype)
+        self.set_basis(result.vectors[: self.k])
 
     def set_basis(self, vectors: torch.Tensor) -> None:
         """Use the given (k, P) directions (orthonormalized) as the nudged subspace."""

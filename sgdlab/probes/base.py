@@ -9,10 +9,12 @@ each gets its own ``ctx.generator``; the trainer also runs every hook under
 ends with bit-identical parameters on CPU.
 
 Work is shared through ``ctx.shared``, a cache cleared at every step. Before the probes
-due at a step run, the trainer (or :meth:`ProbeRunner.call`) collects their
-:meth:`Probe.eig_request` — and Nudged SGD's — so the first :meth:`ProbeContext.top_eigs`
-call computes one decomposition with the largest k and the tightest tolerance any of
-them asked for on that subset; the others reuse it, whatever their order.
+due at a step run, :meth:`ProbeRunner.call` collects their :meth:`Probe.eig_request`, so
+the first :meth:`ProbeContext.top_eigs` call computes one decomposition with the largest k
+and the tightest tolerance any of them asked for on that subset; the others reuse it,
+whatever their order. Nudged SGD refreshes before them with exactly its own request (so
+that probes cannot change its trajectory); the probes reuse its result when it satisfies
+them, else one more decomposition covers them all.
 """
 
 from __future__ import annotations

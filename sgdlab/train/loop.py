@@ -246,9 +246,8 @@ class Trainer:
         ctx = self.ctx
         ctx.step, ctx.epoch, ctx.batch = self.step, self.epoch, (x, y)
         ctx.shared.clear()
-        ctx.plan_eigs([p.eig_request() for p in due]
-                      + ([self.optimizer.eig_request()] if refresh else []))
-        if refresh:  # NSGD first, with its own generator: probes then reuse its eigenpairs
+        if refresh:  # NSGD first, with exactly its own request and generator, so that probes
+            # cannot change its trajectory; probes then reuse its eigenpairs where they can
             with isolated(self.model):
                 self.optimizer.refresh(ctx)
         if due:
