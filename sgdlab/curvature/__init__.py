@@ -15,15 +15,17 @@ Operator level (pure functions of an operator and a budget)::
 """
 
 from sgdlab.curvature.api import (
-    covariance_density,
-    covariance_eigs,
-    covariance_trace,
     curvature_operator,
     hessian_density,
     hessian_eigs,
     hessian_trace,
 )
 from sgdlab.curvature.covariance import CovarianceOperator
+from sgdlab.curvature.covariance_api import (
+    covariance_density,
+    covariance_eigs,
+    covariance_trace,
+)
 from sgdlab.curvature.density import slq
 from sgdlab.curvature.flat import flatten, unflatten
 from sgdlab.curvature.ggn import GGNOperator
