@@ -190,7 +190,7 @@ class TrainConfig:
     max_steps: int = 0  # > 0: stop after this many steps even if epochs remain
     loss: str = "cross_entropy"
     eval_every: int = 0  # steps between evaluations; 0 = once per epoch
-    eval_batch_size: int = 4096
+    eval_batch_size: int = 0  # examples per forward pass; 0 = 4096 on CUDA, 128 on CPU
     checkpoint_every: int = 0  # steps between checkpoints; 0 = every checkpoint_epochs epochs
     checkpoint_epochs: int = 1  # epochs between checkpoints when checkpoint_every = 0
     keep_checkpoints: int = 2
@@ -200,7 +200,7 @@ class TrainConfig:
         _at_least("train.max_steps", self.max_steps, 0)
         _choice("train.loss", self.loss, LOSSES)
         _at_least("train.eval_every", self.eval_every, 0)
-        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
+        _at_least("train.eval_batch_size", self.eval_batch_size, 0)
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
         _at_least("train.checkpoint_epochs", self.checkpoint_epochs, 1)
         _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)

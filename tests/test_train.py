@@ -107,3 +107,19 @@ def test_cyclic_batch_size_matches_cyclic_lr_ratio():
         assert ratio_lr == pytest.approx(ratio_bs, rel=0.02)
     grow = BatchScheduleConfig(kind="step", milestones=[1, 3], factor=2.0)
     assert [batch_size_at(grow, 32, e, 100) for e in range(5)] == [32, 64, 64, 100, 100]
+
+
+def test_evaluation_batch_defaults_to_the_device():
+    """eval_batch_size = 0: 4096 examples per pass on CUDA, 128 on a CPU."""
+    from types import SimpleNamespace
+
+    from sgdlab.train.evaluate import default_eval_batch, evaluate
+
+    assert default_eval_batch(torch.device("cuda")) == 4096
+    assert default_eval_batch(torch.device("cpu")) == 128
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g)
+    data = SimpleNamespace(x_train=x, y_train=y, x_test=x[:50], y_test=y[:50],
+                           task="classification", corrupted=torch.zeros(300, dtype=torch.bool))
+    model = torch.nn.Linear(5, 3)
+    assert evaluate(model, "cross_entropy", data) == evaluate(model, "cross_entropy", data, 128)

@@ -20,9 +20,9 @@ class LossProbe(Probe):
 
     name = "loss"
 
-    def __init__(self, schedule: Schedule | None = None, *, batch_size: int = 4096) -> None:
+    def __init__(self, schedule: Schedule | None = None, *, batch_size: int = 0) -> None:
         super().__init__(schedule)
-        check_int(self.name, "batch_size", batch_size)
+        check_int(self.name, "batch_size", batch_size, 0)  # 0: by device, as the trainer
         self.batch_size = batch_size
 
     def measure(self, ctx: ProbeContext) -> dict:

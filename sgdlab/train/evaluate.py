@@ -41,10 +41,18 @@ def loss_and_accuracy(
     return (total / len(x)).item(), (correct / len(x)).item()
 
 
-def evaluate(model: nn.Module, loss: str, data, batch_size: int = 4096) -> dict[str, float]:
+def default_eval_batch(device: torch.device) -> int:
+    """Examples per evaluation forward pass: large on a GPU; small on a CPU, where a conv
+    net's forward runs about twice as fast per example at 128 as at 4096 (cache-bound)."""
+    return 4096 if device.type == "cuda" else 128
+
+
+def evaluate(model: nn.Module, loss: str, data, batch_size: int = 0) -> dict[str, float]:
     """Loss and accuracy on train and test; with corruption, also on the clean and the
     corrupted training examples (accuracy on the corrupted ones against their noisy labels,
-    i.e. memorization, and ``corrupted/acc_true`` against the original labels)."""
+    i.e. memorization, and ``corrupted/acc_true`` against the original labels).
+    ``batch_size`` 0: :func:`default_eval_batch` for the data's device."""
+    batch_size = batch_size or default_eval_batch(data.x_train.device)
     out: dict[str, float] = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         out[f"{split}/loss"], out[f"{split}/acc"] = loss_and_accuracy(model, loss, x, y, batch_size)
