@@ -43,6 +43,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
 from sgdlab.experiments.common import spearman
@@ -343,9 +344,12 @@ def _endpoint_figure(t: pd.DataFrame):
                       + (" (large η)" if big else ""))
             for ax, col in zip(axes, ("lam", "trace", "acc")):
                 ax.plot(h["ratio"], h[col], **kw)
+    ratios = sorted({float(f"{r:.6g}") for r in ok["ratio"]})
     for ax, label in zip(axes, ("λ_max at the endpoint", "Tr H at the endpoint",
                                 "test accuracy")):
         ax.set(xscale="log", xlabel="η / S", ylabel=label)
+        ax.set_xticks(ratios, [f"{r:.3g}" for r in ratios])  # the grid's ratios, unclipped
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7)
