@@ -1,6 +1,7 @@
 """The run folder: arrays, checkpoints, final weights, JSON results, resume truncation."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -48,7 +49,8 @@ def _state(seed):
     opt.step()
     return {"step": seed, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "rng_cpu": torch.get_rng_state(), "py_random": random.getstate(),
-            "probes": {"eigvecs": [torch.randn(5)], "name": "hessian", "blob": b"\x00\x01"}}
+            "probes": {"eigvecs": [torch.randn(5)], "name": "hessian", "shape": torch.Size([5]),
+                       "dtype": torch.float64, "ok": True, "none": None}}
 
 
 def _assert_same(a, b):
@@ -81,6 +83,18 @@ def test_checkpoint_round_trip_and_keep(run):
         run.load_checkpoint(1)
     with pytest.raises(ValueError, match="keep"):
         run.save_checkpoint(8, {}, keep=0)
+
+
+@pytest.mark.parametrize("value, kind", [(np.zeros(3), "numpy.ndarray"),
+                                         (b"\x00", "builtins.bytes"), ({1, 2}, "builtins.set"),
+                                         (frozenset({1}), "builtins.frozenset"),
+                                         (1j, "builtins.complex")])
+def test_checkpoint_refuses_what_some_torch_would_not_load(run, value, kind):
+    """torch 2.4's weights_only unpickler refuses bytes, sets and complex (2.13 takes some):
+    a checkpoint must load on every torch >= 2.4, so saving them fails before writing."""
+    with pytest.raises(TypeError, match=rf"state\['rng'\]\[0\] is a {re.escape(kind)},"):
+        run.save_checkpoint(1, {"rng": [value]})
+    assert run.checkpoint_steps() == []
 
 
 def test_checkpoint_is_loaded_with_weights_only(run):

@@ -127,21 +127,23 @@ def checkpoint_steps(folder: Path) -> list[int]:
 
 
 def check_loadable(obj: Any, where: str = "state") -> None:
-    """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse."""
+    """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse
+    on some torch >= 2.4: only dicts, lists, tuples, str, int, float, bool, None, tensors,
+    torch.Size, dtypes and devices pass (torch 2.4 refuses bytes, sets and complex)."""
     import torch
 
     if isinstance(obj, dict):
         for key, value in obj.items():
             check_loadable(key, f"{where} key")
             check_loadable(value, f"{where}[{key!r}]")
-    elif isinstance(obj, list | tuple | set | frozenset):
+    elif isinstance(obj, list | tuple):
         for i, value in enumerate(obj):
             check_loadable(value, f"{where}[{i}]")
-    elif not isinstance(obj, str | bytes | bytearray | int | float | complex | type(None)
+    elif not isinstance(obj, str | int | float | type(None)
                         | torch.Tensor | torch.Size | torch.dtype | torch.device):
         raise TypeError(f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__name__}, "
                         "which torch.load(weights_only=True) refuses; store tensors, numbers, "
-                        "strings, bytes, lists or dicts")
+                        "strings, lists, tuples or dicts")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
