@@ -209,6 +209,24 @@ def test_state_rng_and_grads_untouched():
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
 
 
+def test_batched_products_with_dropout_equal_unbatched():
+    """Train mode with dropout: a block's products share the chunk's mask whether the block
+    is vmapped (the CUDA default) or looped (vmap's randomness must be "same")."""
+    torch.manual_seed(0)
+    model = DropoutNet().double()
+    x = torch.randn(12, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,))
+    V = probe_block(sum(p.numel() for p in model.parameters()))
+    kinds = [(HessianOperator, {"backend": b}) for b in ("graph", "recompute", "func")]
+    kinds += [(GGNOperator, {}), (CovarianceOperator, {"route": "matrix_free"})]
+    for cls, kw in kinds:
+        looped, batched = (
+            cls(model, F.cross_entropy, (x, y), train=True, chunk_size=5, seed=3, batched=b, **kw)
+            .matmat(V) for b in (False, True)
+        )
+        assert rel_err(batched, looped) < 1e-12, (cls.__name__, kw)
+
+
 def test_float64_operator_of_a_float32_model():
     c = make_case("mlp_ce")
     model32 = c.model.float()
@@ -246,3 +264,25 @@ def test_bad_arguments():
     op = HessianOperator(c.model, c.loss_fn, c.data)
     with pytest.raises(ValueError, match="matmat"):
         op.matmat(torch.zeros(2, op.dim + 1, dtype=torch.float64))
+
+
+def test_tf32_is_off_inside_curvature_products_on_cuda_only():
+    """cuDNN convolutions default to TF32 (~1e-3 relative) on CUDA; curvature products
+    switch it off for their duration and restore the flags, even after an error. The
+    flags exist on CPU builds too, so the switching is tested here; CPU runs leave them."""
+    from sgdlab.curvature.linop import ieee_float32
+
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    saved = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with ieee_float32(torch.device("cpu")):
+            assert all(f.allow_tf32 for f in flags)
+        with pytest.raises(KeyError), ieee_float32(torch.device("cuda", 0)):
+            assert not any(f.allow_tf32 for f in flags)
+            raise KeyError
+        assert all(f.allow_tf32 for f in flags)
+    finally:
+        for f, flag in zip(flags, saved):
+            f.allow_tf32 = flag

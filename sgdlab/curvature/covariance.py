@@ -129,7 +129,7 @@ class CovarianceOperator(ModelOperator):
                     return flatten(pullback(gv)[0])
 
                 if self.batched and m > 1:
-                    out += vmap(k_v)(tuple(vs))
+                    out += vmap(k_v, randomness="same")(tuple(vs))
                 else:
                     out += torch.stack([k_v(tuple(v[r] for v in vs)) for r in range(m)])
         g = self.mean_gradient

@@ -55,7 +55,7 @@ class GGNOperator(ModelOperator):
                     return flatten(pullback(hjv)[0])
 
                 if self.batched and m > 1:
-                    res = vmap(ggn_v)(tuple(vs))
+                    res = vmap(ggn_v, randomness="same")(tuple(vs))
                 else:
                     res = torch.stack([ggn_v(tuple(v[r] for v in vs)) for r in range(m)])
                 out += fn.weight(i) * res

@@ -196,8 +196,9 @@ class HessianOperator(ModelOperator):
                         return jvp(lambda p: gfun(p, y), (fn.primals,), (t,))[1]
                     return jvp(gfun, (fn.primals, y), (t, y_t))[1]
 
-                if self.batched and m > 1:
-                    hv = torch.cat([h.reshape(m, -1) for h in vmap(hvp)(tuple(vs))], dim=1)
+                if self.batched and m > 1:  # "same": one dropout mask, as unbatched
+                    hvs = vmap(hvp, randomness="same")(tuple(vs))
+                    hv = torch.cat([h.reshape(m, -1) for h in hvs], dim=1)
                 else:
                     hv = torch.stack([flatten(hvp(tuple(v[r] for v in vs))) for r in range(m)])
                 out = hv if out is None else out + hv

@@ -8,8 +8,37 @@ symmetric matrix can be analysed, not only a network's Hessian.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, turn TF32 off in cuDNN convolutions and cuBLAS matmuls for the block.
+
+    torch lets cuDNN convolutions use TF32 (10-bit mantissa, ~1e-3 relative) by default;
+    curvature products need float32's 24 bits, or Lanczos residuals stall near 1e-3. The
+    flags are restored afterwards; a process that set the new ``fp32_precision`` API (the
+    legacy flags then raise when read) is left as it is.
+    """
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    try:
+        saved = [f.allow_tf32 for f in flags] if torch.device(device).type == "cuda" else None
+    except RuntimeError:
+        saved = None
+    if saved is None:
+        yield
+        return
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, flag in zip(flags, saved):
+            f.allow_tf32 = flag
 
 
 class LinearOperator:
@@ -34,7 +63,8 @@ class LinearOperator:
             raise ValueError(f"matmat expects a (m, {self.dim}) block, got {tuple(V.shape)}")
         V = V.to(device=self.device, dtype=self.dtype)
         self.products += V.shape[0]
-        return self._matmat(V)
+        with ieee_float32(self.device):
+            return self._matmat(V)
 
     def matvec(self, v: Tensor) -> Tensor:
         """A v for one vector v (P,)."""

@@ -32,7 +32,7 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdlab.curvature.flat import flatten, unflatten
-from sgdlab.curvature.linop import LinearOperator
+from sgdlab.curvature.linop import LinearOperator, ieee_float32
 
 Batch = tuple[Tensor, Tensor]
 Data = Batch | Iterable[Batch]
@@ -41,11 +41,13 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def default_memory_budget(device: torch.device) -> int:
-    """Bytes the curvature code may use for graphs and bases: half of what is free now."""
+    """Bytes the curvature code may use for graphs and bases: half of what is free now
+    (on CUDA, memory torch holds in its cache but has not handed out counts as free)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(0.5 * free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(0.5 * (free + cached))
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -216,8 +218,11 @@ class ModelFunction:
         return self.sizes[i] / self.num_examples
 
     # ------------------------------------------------------------ functions
-    def mode(self) -> contextlib.AbstractContextManager:
-        return model_mode(self.model, self.train)
+    @contextlib.contextmanager
+    def mode(self) -> Iterator[None]:
+        """The model in the operator's train/eval mode, TF32 off on CUDA."""
+        with model_mode(self.model, self.train), ieee_float32(self.device):
+            yield
 
     @contextlib.contextmanager
     def rng(self, i: int) -> Iterator[None]:
