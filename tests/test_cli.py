@@ -210,6 +210,9 @@ def test_checkpoint_every_n_epochs_and_resume(tmp_path):
     r = sgdlab("resume", run.id, store=store)
     assert r.returncode == 0, r.stderr
     assert run.checkpoint_steps() == ref.checkpoint_steps()
+    sessions = run.read_json("environment")["sessions"]  # where each session ran
+    assert [e["from_step"] for e in sessions] == [0, 2 * per_epoch]
+    assert {e["device"] for e in sessions} == {"cpu"} and sessions[0]["torch"] == torch.__version__
     a = load_file(ref.path / "final.safetensors")
     b = load_file(run.path / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -86,6 +86,7 @@ def test_smoke_nsgd_gamma_one_is_bit_identical_to_sgd(smoke):
     _, result = smoke
     (check,) = [c for c in result.checks if "with γ = 1 NSGD equals SGD" in c.claim]
     assert check.verdict == "held" and check.value == 0.0
+    assert "bit-identical on CPU" in check.claim  # from the runs' environment records
 
 
 def test_smoke_bowls_are_stored(smoke):

@@ -115,6 +115,16 @@ class AnalysisContext:
     def run(self, run_id: str) -> Run:
         return self.store.get_run(run_id)
 
+    def devices(self, run_id: str) -> set[str]:
+        """The devices a run trained on ("cpu", "cuda:0"), one per session; empty if the
+        run has no environment record (a store written before sgdlab recorded it)."""
+        from sgdlab.store import StoreError
+
+        try:
+            return {e["device"] for e in self.run(run_id).read_json("environment")["sessions"]}
+        except (StoreError, KeyError, TypeError):
+            return set()
+
     @cached_property
     def extra_dir(self) -> Path:
         """A folder for the cache of computations done outside the runs."""

@@ -199,7 +199,8 @@ class SharpestDirections(Experiment):
                 f"peak λ_max: γ={lo:g}: {p[lo]:.3g}, SGD: {p_sgd:.3g}, γ={hi:g}: {p[hi]:.3g}",
                 verdict(ok), p[lo] / p[hi]))
             if 1.0 in gam:
-                checks.append(self._equality_check(curves, gam[1.0], base[0]))
+                cpu = ctx.devices(gam[1.0]) | ctx.devices(base[0]) == {"cpu"}
+                checks.append(self._equality_check(curves, gam[1.0], base[0], cpu))
 
         figures = [
             ("λ_max over training, several learning rates η (batch size fixed)",
@@ -239,9 +240,9 @@ class SharpestDirections(Experiment):
                      verdict(med < 1), med)
 
     @staticmethod
-    def _equality_check(curves, nsgd_id: str, sgd_id: str) -> Check:
-        import torch
-
+    def _equality_check(curves, nsgd_id: str, sgd_id: str, exact: bool) -> Check:
+        """Bit-identical (``exact``: both runs trained on the CPU only), else 1e-3 relative:
+        CUDA kernels need not be deterministic."""
         diffs = []
         for name in ("train/loss", "train/batch_loss"):
             a, b = curves[nsgd_id][name].dropna(), curves[sgd_id][name].dropna()
@@ -250,11 +251,11 @@ class SharpestDirections(Experiment):
             diffs.append(float(np.max(np.abs(a[same] - b[same]))) if complete else math.inf)
         diff = max(diffs)
         final = float(curves[sgd_id]["train/loss"].dropna().iloc[-1])
-        exact = not torch.cuda.is_available()
         ok = diff == 0 if exact else diff <= 1e-3 * abs(final)
         return Check(
             "with γ = 1 NSGD equals SGD: same train-loss series as the SGD run of the same "
-            "seed (" + ("bit-identical on CPU" if exact else "within 1e-3 relative on CUDA") + ")",
+            "seed (" + ("bit-identical on CPU" if exact else "within 1e-3 relative on GPU")
+            + ")",
             f"max |Δ loss| = {diff:.3g} (final train loss {final:.6g})", verdict(ok), diff)
 
     # -- figures ----------------------------------------------------------------------------

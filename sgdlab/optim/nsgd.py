@@ -84,6 +84,7 @@ class NSGD(torch.optim.SGD):
         state_dict = dict(state_dict)
         extra = state_dict.pop("nsgd", None)
         super().load_state_dict(state_dict)
-        if extra is not None:
-            self.basis = extra["basis"]
+        if extra is not None:  # checkpoints load on the CPU: the basis joins the parameters
+            basis, device = extra["basis"], self.param_groups[0]["params"][0].device
+            self.basis = None if basis is None else basis.to(device)
             self.generator.set_state(extra["generator"])

@@ -23,8 +23,9 @@ def isolated(model: nn.Module) -> Iterator[None]:
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     for p, _ in grads:
         p.grad = None
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    devices = sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
+                      for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):  # the CPU's and the model's GPU's RNGs
         try:
             yield
         finally:

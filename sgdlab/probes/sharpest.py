@@ -65,7 +65,8 @@ class SharpestProbe(Probe):
         V = res.vectors[: self.k].detach()
         out = {}
         if self.previous is not None:
-            overlap = (self.previous.double() @ V.double().T).pow(2).sum() / self.k
+            previous = self.previous.to(V.device, torch.float64)  # CPU after a resume
+            overlap = (previous @ V.double().T).pow(2).sum() / self.k
             out["overlap"] = overlap.item()
         self.previous = V.clone()
         self._current = V

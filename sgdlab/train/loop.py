@@ -9,6 +9,7 @@ state) is checkpointed, so a run killed at any moment resumes bit-identically on
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from sgdlab.optim.schedules import batch_size_at, lr_factor
 from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
-from sgdlab.store import Run, Store
+from sgdlab.store import Run, Store, StoreError
 from sgdlab.train.evaluate import evaluate
 from sgdlab.train.losses import make_loss
 from sgdlab.train.progress import Progress
@@ -37,6 +38,18 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available")
     return torch.device(name)
+
+
+def environment(device: torch.device, step: int) -> dict:
+    """Where one training session (a start or a resume) ran: device, versions, threads."""
+    import platform
+    from datetime import UTC, datetime
+
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine())
+    return {"started": datetime.now(UTC).isoformat(timespec="seconds"), "from_step": step,
+            "device": str(device), "device_name": name, "torch": torch.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -171,6 +184,12 @@ class Trainer:
             self.log({"n_params": self.n_params, "n_train": self.data.n_train})
             self.record("on_train_start", self.probes.probes)
             self.evaluate()
+        sessions = []
+        if state is not None:
+            with contextlib.suppress(StoreError, KeyError, TypeError):  # runs from before it
+                sessions = list(run.read_json("environment")["sessions"])
+        run.write_json("environment", {"sessions": [*sessions,
+                                                    environment(self.device, self.step)]})
         bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
         bar.update(self.step)
         self.model.train()
