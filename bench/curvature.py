@@ -397,6 +397,8 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda"
         else platform.processor(),
         threads=torch.get_num_threads(),
+        # PyHessian runs under torch's defaults; sgdlab's products turn TF32 off on CUDA
+        cudnn_tf32_default=torch.backends.cudnn.allow_tf32,
     )
     report = dict(
         config={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
