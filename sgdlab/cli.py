@@ -54,6 +54,15 @@ def cmd_show(args) -> int:
     run = store.get_run(args.run)
     m = store.metrics(runs=[run.id])
     print(f"run     {run.id}\nstatus  {run.status}\nfolder  {run.path}")
+    if run.status == "running":
+        from sgdlab.train.environment import last_session, session_alive
+
+        last = last_session(run) or {}
+        alive = session_alive(last)
+        where = f"pid {last.get('pid')} on {last.get('host')}"
+        print("process " + {True: f"{where}, alive", None: f"{where} (another host)",
+                            False: f"{where} is gone: killed; `sgdlab resume {run.id}` "
+                                   "continues it"}[alive])
     if m.empty:
         return 0
     last = m.sort_values("step").groupby("name").tail(1).set_index("name")

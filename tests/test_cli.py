@@ -263,6 +263,8 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     (run,) = Store(store).find_runs()
     assert run.status == "running"
     assert not (run.path / "final.safetensors").exists()
+    shown = sgdlab("show", run.id, store=store)
+    assert f"pid {proc.pid} on" in shown.stdout and "is gone: killed" in shown.stdout
 
     r = sgdlab("resume", run.id[:10], store=store, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -197,6 +197,8 @@ def test_a_killed_sweep_resumes_its_runs_instead_of_duplicating_them(store):
     # the first epoch's checkpoint left
     run = store.get_run(first.run_ids[1])
     run.set_status("running")
+    sessions = run.read_json("environment")["sessions"]  # its process is gone, as after a kill
+    run.write_json("environment", {"sessions": [{**sessions[0], "pid": 2**22 + 12345}]})
     (run.path / "final.safetensors").unlink()
     steps = run.checkpoint_steps()
     assert len(steps) == 2

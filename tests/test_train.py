@@ -123,3 +123,38 @@ def test_evaluation_batch_defaults_to_the_device():
                            task="classification", corrupted=torch.zeros(300, dtype=torch.bool))
     model = torch.nn.Linear(5, 3)
     assert evaluate(model, "cross_entropy", data) == evaluate(model, "cross_entropy", data, 128)
+
+
+def test_session_liveness_from_host_pid_and_start_time():
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from sgdlab.train.environment import environment, session_alive
+
+    me = environment(torch.device("cpu"), 0)
+    assert me["pid"] == os.getpid() and session_alive(me) is True
+    assert session_alive({**me, "host": me["host"] + "-elsewhere"}) is None
+    assert session_alive({"host": socket.gethostname()}) is None  # no process recorded
+    if me["pid_start"] is not None:  # Linux: a recycled pid is not the run's process
+        assert session_alive({**me, "pid_start": me["pid_start"] - 1}) is False
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    assert session_alive({**me, "pid": int(done.stdout)}) is False
+
+
+def test_resume_refuses_a_run_whose_process_is_alive(store):
+    from sgdlab.errors import SgdlabError
+    from sgdlab.train import resume
+    from sgdlab.train.environment import environment
+
+    run = train(small_config(), store)
+    sessions = run.read_json("environment")["sessions"]
+    assert len(sessions) == 1 and sessions[0]["pid"] is not None
+    run.set_status("running")  # as if this process were still training it
+    run.write_json("environment", {"sessions": [environment(torch.device("cpu"), 0)]})
+    with pytest.raises(SgdlabError, match=r"still running \(pid \d+\)"):
+        resume(store, run.id)
+    run.write_json("environment", {"sessions": [{**sessions[0], "pid": 2**22 + 12345}]})
+    assert resume(store, run.id).status == "finished"  # a gone process: resumed

@@ -118,12 +118,9 @@ class AnalysisContext:
     def devices(self, run_id: str) -> set[str]:
         """The devices a run trained on ("cpu", "cuda:0"), one per session; empty if the
         run has no environment record (a store written before sgdlab recorded it)."""
-        from sgdlab.store import StoreError
+        from sgdlab.train.environment import sessions_of
 
-        try:
-            return {e["device"] for e in self.run(run_id).read_json("environment")["sessions"]}
-        except (StoreError, KeyError, TypeError):
-            return set()
+        return {str(e.get("device")) for e in sessions_of(self.run(run_id))}
 
     @cached_property
     def extra_dir(self) -> Path:

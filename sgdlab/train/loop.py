@@ -9,7 +9,6 @@ state) is checkpointed, so a run killed at any moment resumes bit-identically on
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -24,7 +23,8 @@ from sgdlab.optim.schedules import batch_size_at, lr_factor
 from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
-from sgdlab.store import Run, Store, StoreError
+from sgdlab.store import Run, Store
+from sgdlab.train.environment import environment, last_session, session_alive, sessions_of
 from sgdlab.train.evaluate import evaluate
 from sgdlab.train.losses import make_loss
 from sgdlab.train.progress import Progress
@@ -38,18 +38,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def environment(device: torch.device, step: int) -> dict:
-    """Where one training session (a start or a resume) ran: device, versions, threads."""
-    import platform
-    from datetime import UTC, datetime
-
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine())
-    return {"started": datetime.now(UTC).isoformat(timespec="seconds"), "from_step": step,
-            "device": str(device), "device_name": name, "torch": torch.__version__,
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -184,10 +172,7 @@ class Trainer:
             self.log({"n_params": self.n_params, "n_train": self.data.n_train})
             self.record("on_train_start", self.probes.probes)
             self.evaluate()
-        sessions = []
-        if state is not None:
-            with contextlib.suppress(StoreError, KeyError, TypeError):  # runs from before it
-                sessions = list(run.read_json("environment")["sessions"])
+        sessions = sessions_of(run) if state is not None else []
         run.write_json("environment", {"sessions": [*sessions,
                                                     environment(self.device, self.step)]})
         bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
@@ -325,6 +310,9 @@ def resume(store: Store, run_id: str, probes=None, progress: bool | None = None)
     run = store.get_run(run_id)
     if run.status in ("finished", "diverged"):
         raise SgdlabError(f"run {run.id} is already {run.status}; nothing to resume")
+    if run.status == "running" and (last := last_session(run)) and session_alive(last):
+        raise SgdlabError(f"run {run.id} is still running (pid {last['pid']}); "
+                          "resume it after that process ends")
     cfg = from_dict(run.config).check()
     trainer = Trainer(cfg, probes, progress)
     trainer.fit(run, resume=True)
