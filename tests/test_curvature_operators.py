@@ -286,3 +286,22 @@ def test_tf32_is_off_inside_curvature_products_on_cuda_only():
     finally:
         for f, flag in zip(flags, saved):
             f.allow_tf32 = flag
+
+
+def test_cpu_default_chunks_by_graph_bytes_in_eval_mode_only(monkeypatch):
+    """Without a chunk_size the CPU splits data into chunks of about CPU_CHUNK_BYTES of
+    graph (the same operator in eval mode, faster convolutions); train mode, where chunks
+    would change BatchNorm statistics, and an explicit chunk_size are left alone."""
+    from sgdlab.curvature import model_function
+
+    c = make_case("cnn_bn_ce")
+    per_example = HessianOperator(c.model, c.loss_fn, c.data).fn.graph_bytes_per_example()
+    monkeypatch.setattr(model_function, "CPU_CHUNK_BYTES", int(4.5 * per_example))
+    H, V = reference("cnn_bn_ce"), probe_block(reference("cnn_bn_ce").shape[0])
+    for cls in (HessianOperator, GGNOperator):
+        op = cls(c.model, c.loss_fn, c.data)
+        assert max(op.fn.sizes) == 4 and sum(op.fn.sizes) == len(c.y)
+        if cls is HessianOperator:
+            assert rel_err(op.matmat(V), V @ H) < TOL
+    assert HessianOperator(c.model, c.loss_fn, c.data, train=True).fn.sizes == [len(c.y)]
+    assert HessianOperator(c.model, c.loss_fn, c.data, chunk_size=7).fn.sizes[0] == 7

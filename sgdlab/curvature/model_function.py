@@ -180,6 +180,7 @@ class ModelFunction:
         self.frozen = {n: self._cast(p.detach()) for n, p in named.items() if n not in selected}
         self.frozen.update({n: self._cast(b.detach()).clone() for n, b in model.named_buffers()})
         self.memory_budget = int(memory_budget or default_memory_budget(self.device))
+        self._graph_bytes: float | None = None
         self.set_batches(_as_batches(data, chunk_size))
 
     # ----------------------------------------------------------------- data
@@ -293,11 +294,14 @@ class ModelFunction:
 
     # --------------------------------------------------------------- memory
     def graph_bytes_per_example(self, probe: int = 64) -> float:
-        """Bytes per example of the graph kept by a create_graph gradient (measured on a probe).
+        """Bytes per example of the graph kept by a create_graph gradient (measured once, on
+        a probe of ``probe`` examples).
 
         On CUDA: growth of allocated memory; elsewhere: sizes of the tensors autograd saves
         (``saved_tensors_hooks``), parameters excluded (callers add a factor for temporaries).
         """
+        if self._graph_bytes is not None:
+            return self._graph_bytes
         x, y = self.batch(0)
         n = min(probe, len(y))
         x, y = x[:n], y[:n]
@@ -327,7 +331,15 @@ class ModelFunction:
                 grad_bytes = sum(g.numel() * g.element_size() for g in grads if g is not None)
                 total = torch.cuda.memory_allocated(self.device) - start - grad_bytes
         del loss, grads
-        return max(total, 1) / n
+        self._graph_bytes = max(total, 1) / n
+        return self._graph_bytes
+
+
+# Graph bytes per chunk on the CPU when the caller sets no chunk_size. Measured on the
+# benchmark CNN (418 KB of graph per example, n = 2048, 2 cores): a Hessian-vector product
+# takes 2.4 s as one batch and 0.95 s in chunks of 128-256 (GGN and K products 1.8-2x
+# faster too); an MLP (6 KB per example) stays in one chunk, where it is fastest.
+CPU_CHUNK_BYTES = 64 << 20
 
 
 class ModelOperator(LinearOperator):
@@ -345,6 +357,11 @@ class ModelOperator(LinearOperator):
         super().__init__(fn.dim, fn.dtype, fn.device)
         self.fn = fn
         self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
+        if chunk_size is None and fn.device.type == "cpu" and not train:
+            # cache-sized chunks: the same operator (eval mode), 2-2.5x faster convolutions
+            chunk = max(1, int(CPU_CHUNK_BYTES / fn.graph_bytes_per_example()))
+            if max(fn.sizes) > chunk:
+                fn.rechunk(chunk)
 
     def fit_forward_mode_chunks(self, chunk_size: int | None) -> None:
         """Unless the caller chose ``chunk_size``, rechunk so that a forward-mode pass (it
