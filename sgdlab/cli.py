@@ -57,12 +57,12 @@ def cmd_show(args) -> int:
     if run.status == "running":
         from sgdlab.train.environment import last_session, session_alive
 
-        last = last_session(run) or {}
-        alive = session_alive(last)
-        where = f"pid {last.get('pid')} on {last.get('host')}"
-        print("process " + {True: f"{where}, alive", None: f"{where} (another host)",
-                            False: f"{where} is gone: killed; `sgdlab resume {run.id}` "
-                                   "continues it"}[alive])
+        last = last_session(run)
+        if last is not None and "pid" in last:
+            where = f"pid {last['pid']} on {last.get('host')}"
+            print("process " + {True: f"{where}, alive", None: f"{where} (another host)",
+                                False: f"{where} is gone: killed; `sgdlab resume {run.id}` "
+                                       "continues it"}[session_alive(last)])
     if m.empty:
         return 0
     last = m.sort_values("step").groupby("name").tail(1).set_index("name")

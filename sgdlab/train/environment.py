@@ -49,8 +49,8 @@ def session_alive(session: dict) -> bool | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process holds the pid
-        return False
+    except PermissionError:  # it exists, under another user: the start time decides
+        pass
     recorded, now = session.get("pid_start"), process_start(pid)
     return recorded is None or now is None or recorded == now
 
