@@ -85,3 +85,24 @@ def test_stiffness_marks_the_critical_length_only_when_finite():
     dashed = [ln.get_xdata()[0] for ln in cos_ax.lines if ln.get_linestyle() == "--"]
     assert dashed == [2.5]
     assert not [ln for ln in sign_ax.lines if ln.get_linestyle() == "--"]
+
+
+def test_log_axes_under_two_decades_get_readable_ticks():
+    from matplotlib.ticker import FixedLocator
+
+    from sgdlab.report.figures import label_log_axes, new_figure, render_png
+
+    fig, ax = new_figure()
+    ax.plot([1, 2, 3], [1.7, 9.0, 25.0])
+    ax.set_yscale("log")
+    wide = fig.add_subplot(2, 1, 2)
+    wide.plot([1, 2], [1e-3, 1e3])
+    wide.set(yscale="log", xscale="log")
+    wide.set_xticks([1, 2], ["one", "two"])
+    label_log_axes(fig)
+    lo, hi = ax.get_ylim()
+    shown = [t for t in ax.yaxis.get_major_locator().tick_values(lo, hi) if lo <= t <= hi]
+    assert [ax.yaxis.get_major_formatter()(t) for t in shown] == ["2", "5", "10", "20"]
+    assert not isinstance(wide.yaxis.get_major_formatter(), type(ax.yaxis.get_major_formatter()))
+    assert isinstance(wide.xaxis.get_major_locator(), FixedLocator)  # hand-set ticks kept
+    assert render_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"

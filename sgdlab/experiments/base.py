@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import platform
 import re
@@ -267,6 +266,7 @@ def slug(title: str) -> str:
 
 
 def _write_outputs(exp, out_dir: Path, meta: dict, checks: list[Check], figures, ctx):
+    from sgdlab.report.figures import render_png
     from sgdlab.store.files import write_bytes, write_json
 
     pngs, used, encoded = [], set(), []
@@ -278,11 +278,10 @@ def _write_outputs(exp, out_dir: Path, meta: dict, checks: list[Check], figures,
             name = f"{base}-{n}"
         used.add(name)
         path = out_dir / f"{name}.png"
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)  # rendered once: file and inline copy
-        write_bytes(path, buf.getvalue())
+        png = render_png(fig)  # rendered once: file and inline copy
+        write_bytes(path, png)
         pngs.append(path)
-        encoded.append((title, base64.b64encode(buf.getvalue()).decode()))
+        encoded.append((title, base64.b64encode(png).decode()))
     for stale in out_dir.glob("*.png"):
         if stale not in pngs:
             stale.unlink()

@@ -36,6 +36,34 @@ class RunView:
         return sorted(n for n in self.metrics["name"].unique() if n.startswith(prefix))
 
 
+def label_log_axes(fig: Figure) -> None:
+    """Give log axes that span under two decades ticks at 1, 2 and 5 × 10^k with plain
+    labels: matplotlib labels only powers of ten there, often one tick or none. Axes with
+    ticks set by hand (a FixedLocator) are left alone."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    for ax in fig.axes:
+        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+                                 (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+            lo, hi = sorted(lim)
+            if (scale != "log" or lo <= 0 or hi / lo > 100
+                    or isinstance(axis.get_major_locator(), FixedLocator)):
+                continue
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def render_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes, log axes labelled (:func:`label_log_axes`)."""
+    import io
+
+    label_log_axes(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def new_figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, plt.Axes]:
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.add_subplot()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
-from sgdlab.report.figures import RunView, all_figures
+from sgdlab.report.figures import RunView, all_figures, render_png
 from sgdlab.store import Run, Store
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
@@ -18,9 +17,7 @@ pre{background:#f5f5f5;padding:8px;font-size:12px;overflow:auto}"""
 
 
 def figure_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(render_png(fig)).decode()
 
 
 def run_view(store: Store, run: Run) -> RunView:
