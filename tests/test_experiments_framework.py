@@ -123,3 +123,18 @@ def test_cli_lists_and_runs(store, fake, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "report.html" in out and "checks.json" in out and "held" in out
+
+
+def test_devices_come_from_the_environment_record_else_the_config(store, tmp_path):
+    from conftest import small_config
+
+    from sgdlab.experiments.base import AnalysisContext
+    from sgdlab.train import train
+
+    run = train(small_config(), store)  # device "auto", trained on this CPU
+    ctx = AnalysisContext(store, "smoke", store.runs(), tmp_path)
+    assert ctx.devices(run.id) == {"cpu"}
+    (run.path / "environment.json").unlink()  # a run from before the record existed
+    assert ctx.devices(run.id) == set()  # "auto": unknown
+    explicit = store.create_run({"device": "cpu"}, name="old")
+    assert ctx.devices(explicit.id) == {"cpu"}

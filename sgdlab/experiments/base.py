@@ -115,11 +115,15 @@ class AnalysisContext:
         return self.store.get_run(run_id)
 
     def devices(self, run_id: str) -> set[str]:
-        """The devices a run trained on ("cpu", "cuda:0"), one per session; empty if the
-        run has no environment record (a store written before sgdlab recorded it)."""
+        """The devices a run trained on ("cpu", "cuda:0"), one per session. A run without
+        an environment record (written before sgdlab kept one) has its configured device,
+        or none if that was "auto"."""
         from sgdlab.train.environment import sessions_of
 
-        return {str(e.get("device")) for e in sessions_of(self.run(run_id))}
+        run = self.run(run_id)
+        found = {str(e.get("device")) for e in sessions_of(run)}
+        configured = run.config.get("device", "auto")
+        return found or ({configured} if configured != "auto" else set())
 
     @cached_property
     def extra_dir(self) -> Path:
