@@ -108,38 +108,6 @@ def covariance_trace(
         raise ValueError(
             f"method must be 'auto', 'exact', 'hutch++' or 'hutchinson', got {method!r}"
         )
-    if method in ("auto", "exact"):
-        if train and method == "exact":
-            raise ValueError(
-                "method='exact' needs per-example gradients, which are not defined in train mode"
-            )
-        if not train:
-            t0 = time.perf_counter()
-            op = curvature_operator(
-                model,
-                loss_fn,
-                data,
-                matrix="covariance",
-                params=params,
-                route=route,
-                chunk_size=chunk_size,
-                dtype=dtype,
-                memory_budget=memory_budget,
-                batched=batched,
-            )
-            value = op.exact_trace()  # type: ignore[attr-defined]
-            _sync(op.device)
-            return TraceResult(
-                estimate=float(value),
-                stderr=0.0,
-                products=0,
-                seconds=time.perf_counter() - t0,
-                method="exact",
-                samples=torch.zeros(0, dtype=torch.float64),
-                exact_part=float(value),
-                converged=True,
-            )
-        method = "hutch++"
     args = _op_args(
         model,
         loss_fn,
@@ -153,6 +121,27 @@ def covariance_trace(
         batched,
         route=route,
     )
+    if method in ("auto", "exact"):
+        if train and method == "exact":
+            raise ValueError(
+                "method='exact' needs per-example gradients, which are not defined in train mode"
+            )
+        if not train:
+            t0 = time.perf_counter()
+            op = curvature_operator(**args)
+            value = op.exact_trace()  # type: ignore[attr-defined]
+            _sync(op.device)
+            return TraceResult(
+                estimate=float(value),
+                stderr=0.0,
+                products=0,
+                seconds=time.perf_counter() - t0,
+                method="exact",
+                samples=torch.zeros(0, dtype=torch.float64),
+                exact_part=float(value),
+                converged=True,
+            )
+        method = "hutch++"
     return _trace(args, rtol, max_products, method, sketch_size, generator, seed, block_size)
 
 
