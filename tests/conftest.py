@@ -26,6 +26,14 @@ def _isolated_env(tmp_path, monkeypatch):
     yield
 
 
+def as_killed(run):
+    """Leave a run as a SIGKILL does: status "running", its training process gone (a pid
+    above Linux's pid_max, 2**22, that no process can hold)."""
+    run.set_status("running")
+    sessions = run.read_json("environment")["sessions"]
+    run.write_json("environment", {"sessions": [{**s, "pid": 2**22 + 12345} for s in sessions]})
+
+
 def small_config(**overrides):
     """A run that trains in well under a second: an MLP on scikit-learn's digits."""
     from sgdlab.config import load_config

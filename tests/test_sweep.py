@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import as_killed
 
 from sgdlab.errors import ConfigError
 from sgdlab.sweep import (
@@ -196,9 +197,7 @@ def test_a_killed_sweep_resumes_its_runs_instead_of_duplicating_them(store):
     # simulate a kill during the second epoch: status running, no final weights, and only
     # the first epoch's checkpoint left
     run = store.get_run(first.run_ids[1])
-    run.set_status("running")
-    sessions = run.read_json("environment")["sessions"]  # its process is gone, as after a kill
-    run.write_json("environment", {"sessions": [{**sessions[0], "pid": 2**22 + 12345}]})
+    as_killed(run)
     (run.path / "final.safetensors").unlink()
     steps = run.checkpoint_steps()
     assert len(steps) == 2

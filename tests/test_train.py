@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import small_config
+from conftest import as_killed, small_config
 from safetensors.torch import load_file
 
 from sgdlab.config import BatchScheduleConfig, LRScheduleConfig
@@ -156,5 +156,6 @@ def test_resume_refuses_a_run_whose_process_is_alive(store):
     run.write_json("environment", {"sessions": [environment(torch.device("cpu"), 0)]})
     with pytest.raises(SgdlabError, match=r"still running \(pid \d+\)"):
         resume(store, run.id)
-    run.write_json("environment", {"sessions": [{**sessions[0], "pid": 2**22 + 12345}]})
+    run.write_json("environment", {"sessions": sessions})
+    as_killed(run)
     assert resume(store, run.id).status == "finished"  # a gone process: resumed
