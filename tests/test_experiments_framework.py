@@ -138,3 +138,25 @@ def test_devices_come_from_the_environment_record_else_the_config(store, tmp_pat
     assert ctx.devices(run.id) == set()  # "auto": unknown
     explicit = store.create_run({"device": "cpu"}, name="old")
     assert ctx.devices(explicit.id) == {"cpu"}
+
+
+class Computed(Experiment):
+    """An experiment that trains nothing: its analysis computes and checks by itself."""
+
+    name = "computed"
+    title = "A computed experiment"
+    scales = ("smoke", "cpu")
+
+    def configs(self, scale):
+        return []
+
+    def analyze(self, ctx):
+        assert ctx.runs.empty and ctx.configs == []
+        return [Check("two plus two is four", "4", verdict(2 + 2 == 4), 4.0)], []
+
+
+def test_an_experiment_without_runs_trains_nothing_and_still_reports(store):
+    result = run_experiment(Computed(), store, scale="cpu", quiet=True)
+    assert result.run_ids == [] and [c.verdict for c in result.checks] == ["held"]
+    assert json.loads(result.json_path.read_text())["n_runs"] == 0
+    assert len(store.runs()) == 0 and list(store.checks()["experiment"]) == ["computed"]

@@ -1,4 +1,4 @@
-"""``sgdlab experiment NAME [--scale smoke|paper] [--set key=value ...] [--workers N]`` and
+"""``sgdlab experiment NAME [--scale smoke|cpu|paper] [--set key=value ...] [--workers N]`` and
 ``sgdlab experiment --list``.
 
 ``sgdlab/cli.py`` calls :func:`add_experiment_commands` on its subparsers; the command
@@ -49,8 +49,9 @@ def add_experiment_commands(subparsers) -> None:
                     "write report.html, checks.json and figures under <store>/experiments/.")
     p.add_argument("name", nargs="?", help="experiment name (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments")
-    p.add_argument("--scale", default="smoke", choices=["smoke", "paper"],
-                   help="smoke: seconds on a CPU; paper: the published setting on a GPU")
+    p.add_argument("--scale", default="smoke", choices=["smoke", "cpu", "paper"],
+                   help="smoke: seconds, every code path; cpu: at most 15 minutes on a 2-core "
+                   "CPU, where the claims hold; paper: the published setting, for a GPU")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every run, e.g. --set device=cuda")
     p.add_argument("--workers", type=_workers, default=0,

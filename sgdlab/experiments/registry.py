@@ -1,0 +1,35 @@
+"""The experiments sgdlab ships, listed explicitly, and :func:`register` for one's own.
+
+Adding an experiment: a module defining ``EXPERIMENT = MyExperiment()`` and one line in
+:data:`EXPERIMENTS` below.
+"""
+
+from __future__ import annotations
+
+from sgdlab.errors import SgdlabError
+from sgdlab.experiments import break_even, edge_of_stability, lr_batch_ratio, sharpest_directions
+from sgdlab.experiments.base import Experiment
+
+EXPERIMENTS: dict[str, Experiment] = {
+    exp.name: exp
+    for exp in (
+        lr_batch_ratio.EXPERIMENT,
+        sharpest_directions.EXPERIMENT,
+        break_even.EXPERIMENT,
+        edge_of_stability.EXPERIMENT,
+    )
+}
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add an experiment instance (one's own) to :data:`EXPERIMENTS` under its name."""
+    if not isinstance(exp, Experiment) or not exp.name:
+        raise TypeError("register() takes an Experiment instance with a name")
+    EXPERIMENTS[exp.name] = exp
+    return exp
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise SgdlabError(f"unknown experiment {name!r} (known: {', '.join(sorted(EXPERIMENTS))})")
+    return EXPERIMENTS[name]
