@@ -45,7 +45,7 @@ def test_ggn_and_covariance_eigs():
     assert rel(ggn.values, g_vals[:3]) < 1e-8
     k_vals, _ = eigh(exact_covariance(c.model, c.loss_fn, c.data))
     for route in ("materialize", "matrix_free"):
-        res = covariance_eigs(c.model, c.loss_fn, c.data, k=3, tol=1e-9, route=route)
+        res = covariance_eigs(c.model, c.loss_fn, c.data, k=3, tol=1e-9, backend=route)
         assert rel(res.values, k_vals[:3]) < 1e-8
 
 
@@ -107,8 +107,10 @@ def test_same_seed_same_numbers():
 
 def test_api_errors():
     c = make_case("mlp_ce")
-    with pytest.raises(ValueError, match="matrix"):
-        hessian_eigs(c.model, c.loss_fn, c.data, matrix="covariance")
+    with pytest.raises(ValueError, match="matrix must be one of"):
+        hessian_eigs(c.model, c.loss_fn, c.data, matrix="nope")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'chunksize'"):
+        hessian_eigs(c.model, c.loss_fn, c.data, chunksize=3)
     with pytest.raises(ValueError, match="which='LM'"):
         hessian_eigs(c.model, c.loss_fn, c.data, method="power")
     with pytest.raises(ValueError, match="method"):

@@ -8,17 +8,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.curvature import (
+    OPERATORS,
     CovarianceOperator,
+    CurvatureOptions,
     GGNOperator,
     HessianOperator,
     curvature_operator,
+    eigs,
     flatten,
+    hessian_eigs,
+    register_operator,
+    trace,
     unflatten,
 )
 from sgdlab.testing import (
     CASES,
     dense_ggn,
     dense_hessian,
+    eigh,
     exact_covariance,
     make_case,
     mean_loss_function,
@@ -106,13 +113,70 @@ def test_covariance_equals_per_sample_loop(name, route):
     K = reference(name, "covariance")
     V = probe_block(K.shape[0])
     op = CovarianceOperator(
-        c.model, c.loss_fn, c.data, route=route, chunk_size=7, batched=route == "matrix_free"
+        c.model, c.loss_fn, c.data, backend=route, chunk_size=7, batched=route == "matrix_free"
     )
     assert op.route == route
     assert rel_err(op.matmat(V), V @ K) < TOL
     g = per_sample_gradients(c.model, c.loss_fn, c.data)
     assert rel_err(op.mean_gradient, g.mean(0)) < TOL
     assert abs(op.exact_trace() - float(K.trace())) < 1e-10 * float(K.trace())
+
+
+@pytest.mark.parametrize("name", ["mlp_ce", "cnn_bn_ce", "mlp_unused"])
+@pytest.mark.parametrize("backend", ["materialize", "matrix_free"])
+def test_empirical_fisher_equals_per_sample_second_moment(name, backend):
+    """The worked example of a new operator: F = (1/N) Σ g_i g_iᵀ against the per-sample loop."""
+    c = make_case(name)
+    g = per_sample_gradients(c.model, c.loss_fn, c.data)
+    fisher = g.T @ g / len(g)
+    op = curvature_operator(c.model, c.loss_fn, c.data, "fisher", backend=backend, chunk_size=7)
+    V = probe_block(fisher.shape[0])
+    exact = float(fisher.trace())
+    assert rel_err(op.matmat(V), V @ fisher) < TOL
+    assert abs(op.exact_trace() - exact) < 1e-10 * exact
+    assert abs(trace(op).estimate - exact) < 1e-10 * exact
+    vals, _ = eigh(fisher)
+    assert rel_err(eigs(op, 2, tol=1e-10).values, vals[:2]) < 1e-8
+
+
+def test_options_object_and_keywords_build_the_same_operator():
+    c = make_case("cnn_bn_ce")
+    opts = CurvatureOptions(chunk_size=5, backend="recompute", dtype=torch.float64)
+    a = HessianOperator(c.model, c.loss_fn, c.data, opts)
+    b = HessianOperator(c.model, c.loss_fn, c.data, chunk_size=5, backend="recompute",
+                        dtype=torch.float64)
+    d = HessianOperator(c.model, c.loss_fn, c.data, opts, chunk_size=8)  # keywords win
+    assert a.options == b.options and len(a.fn.batches) == len(b.fn.batches) > 2
+    assert d.options.chunk_size == 8 and d.options.backend == "recompute"
+    V = probe_block(a.dim)
+    assert torch.equal(a.matmat(V), b.matmat(V))
+    with pytest.raises(TypeError, match="unknown curvature option 'chunk'"):
+        CurvatureOptions.build(chunk=3)
+    with pytest.warns(DeprecationWarning, match="backend="):
+        old = CovarianceOperator(c.model, c.loss_fn, c.data, route="matrix_free")
+    assert old.route == "matrix_free"
+
+
+def test_a_registered_operator_is_reachable_by_name():
+    """A new curvature matrix: one ModelOperator subclass and one registry line."""
+
+    class Damped(HessianOperator):  # H + I, e.g. for a damped Newton step
+        def _matmat(self, V):
+            return super()._matmat(V) + V
+
+    c = make_case("mlp_ce")
+    register_operator("damped", Damped)
+    try:
+        H = reference("mlp_ce")
+        op = curvature_operator(c.model, c.loss_fn, c.data, "damped")
+        V = probe_block(H.shape[0])
+        assert rel_err(op.matmat(V), V @ (H + torch.eye(H.shape[0], dtype=H.dtype))) < TOL
+        res = hessian_eigs(c.model, c.loss_fn, c.data, k=1, matrix="damped", tol=1e-10)
+        assert abs(float(res.values[0]) - (float(eigh(H)[0][0]) + 1)) < 1e-8
+    finally:
+        OPERATORS.pop("damped")
+    with pytest.raises(TypeError, match="ModelOperator"):
+        register_operator("bad", dict)
 
 
 def test_covariance_auto_route_follows_memory_budget():
@@ -122,7 +186,7 @@ def test_covariance_auto_route_follows_memory_budget():
         CovarianceOperator(c.model, c.loss_fn, c.data, memory_budget=50_000).route == "matrix_free"
     )
     with pytest.raises(ValueError, match="matrix_free"):
-        CovarianceOperator(c.model, c.loss_fn, c.data, route="materialize", train=True)
+        CovarianceOperator(c.model, c.loss_fn, c.data, backend="materialize", train=True)
 
 
 def test_parameter_filter_gives_the_diagonal_block():
@@ -218,7 +282,7 @@ def test_batched_products_with_dropout_equal_unbatched():
     y = torch.randint(0, 3, (12,))
     V = probe_block(sum(p.numel() for p in model.parameters()))
     kinds = [(HessianOperator, {"backend": b}) for b in ("graph", "recompute", "func")]
-    kinds += [(GGNOperator, {}), (CovarianceOperator, {"route": "matrix_free"})]
+    kinds += [(GGNOperator, {}), (CovarianceOperator, {"backend": "matrix_free"})]
     for cls, kw in kinds:
         looped, batched = (
             cls(model, F.cross_entropy, (x, y), train=True, chunk_size=5, seed=3, batched=b, **kw)
@@ -260,7 +324,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="pair"):
         HessianOperator(c.model, c.loss_fn, [c.x])
     with pytest.raises(ValueError, match="matrix"):
-        curvature_operator(c.model, c.loss_fn, c.data, matrix="fisher")
+        curvature_operator(c.model, c.loss_fn, c.data, matrix="nope")
     op = HessianOperator(c.model, c.loss_fn, c.data)
     with pytest.raises(ValueError, match="matmat"):
         op.matmat(torch.zeros(2, op.dim + 1, dtype=torch.float64))

@@ -1,375 +1,100 @@
-"""Model-level curvature functions: build an operator, run an algorithm, time it.
+"""One-call curvature of a model, as PyHessian users expect: build the operator, run the
+algorithm, time both.
 
-Every function takes ``(model, loss_fn, data)`` where ``loss_fn(model(x), y)`` is the MEAN
-loss of a batch and ``data`` is one ``(x, y)`` pair or an iterable of pairs (weighted by
-their sizes), and these operator options:
+    res = hessian_eigs(model, loss_fn, (x, y), k=5, tol=1e-4)
+    tr = hessian_trace(model, loss_fn, batches, rtol=1e-2, chunk_size=256)
+    dens = covariance_density(model, loss_fn, (x, y), options=CurvatureOptions(train=True))
 
-    params       None (all trainable parameters), a list of parameters or names, or a
-                 predicate on names (per-layer curvature);
-    train        False: eval mode (default); True: train mode (batch statistics; dropout
-                 masks fixed by ``seed``). The model's flags, buffers and ``.grad`` are
-                 never changed;
-    chunk_size   examples per forward pass (default: chosen from the memory budget);
-    dtype        working dtype (default: the parameters'; float64 for references);
-    memory_budget  bytes for graphs and bases (default: half the free memory);
-    batched      multiply blocks of vectors in one vmapped pass (default: on CUDA);
-    generator / seed  the random stream (default seed 0; the global RNG is never used).
+Each takes ``(model, loss_fn, data)``, where ``loss_fn(model(x), y)`` is the MEAN loss of a
+batch and ``data`` one ``(x, y)`` pair or an iterable of pairs (weighted by their sizes),
+then keywords of two kinds, told apart by name:
 
+- operator options: the fields of :class:`~sgdlab.curvature.CurvatureOptions` (params,
+  train, backend, chunk_size, dtype, memory_budget, batched, seed), or ``options=``;
+- algorithm keywords, passed to :func:`~sgdlab.curvature.eigs` (which, tol,
+  max_products, init, method, block_size, max_basis, generator, return_vectors),
+  :func:`~sgdlab.curvature.trace` (rtol, max_products, method, sketch_size, min_samples,
+  block_size, generator) or :func:`~sgdlab.curvature.density` (num_steps, num_vectors,
+  sigma, grid, num_points, generator).
+
+``seed`` seeds both the algorithm's random stream and, in train mode, the forward pass.
+``matrix`` names any registered operator (:data:`~sgdlab.curvature.OPERATORS`).
 ``seconds`` in the results includes building the operator.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from sgdlab.curvature.covariance import CovarianceOperator
-from sgdlab.curvature.density import slq
-from sgdlab.curvature.ggn import GGNOperator
-from sgdlab.curvature.hessian import HessianOperator
-from sgdlab.curvature.lanczos import lanczos
-from sgdlab.curvature.linop import LinearOperator
-from sgdlab.curvature.model_function import Data, LossFn, ParamSpec
-from sgdlab.curvature.power import power_iteration
+from sgdlab.curvature.algorithms import density, eigs, trace
+from sgdlab.curvature.model_function import Data, LossFn
+from sgdlab.curvature.options import CurvatureOptions, split_options
+from sgdlab.curvature.registry import curvature_operator
 from sgdlab.curvature.results import DensityResult, EigResult, TraceResult
-from sgdlab.curvature.trace import hutchinson, hutchpp
-
-MATRICES = ("hessian", "ggn")
-EIG_METHODS = ("lanczos", "power")
-TRACE_METHODS = ("hutch++", "hutchinson")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def curvature_operator(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    matrix: str = "hessian",
-    params: ParamSpec = None,
-    train: bool = False,
-    backend: str = "auto",
-    route: str = "auto",
-    chunk_size: int | None = None,
-    dtype: torch.dtype | None = None,
-    memory_budget: int | None = None,
-    batched: bool | None = None,
-    seed: int = 0,
-) -> LinearOperator:
-    """The operator for ``matrix`` = "hessian" (``backend``), "ggn" or "covariance" (``route``)."""
-    common: dict[str, Any] = dict(
-        params=params,
-        train=train,
-        chunk_size=chunk_size,
-        dtype=dtype,
-        memory_budget=memory_budget,
-        batched=batched,
-        seed=seed,
-    )
-    if matrix == "hessian":
-        return HessianOperator(model, loss_fn, data, backend=backend, **common)
-    if matrix == "ggn":
-        return GGNOperator(model, loss_fn, data, **common)
-    if matrix == "covariance":
-        return CovarianceOperator(model, loss_fn, data, route=route, **common)
-    raise ValueError(f"matrix must be one of {(*MATRICES, 'covariance')}, got {matrix!r}")
-
-
-def _eigs(
-    op_args: dict,
-    k: int,
-    which: str,
-    tol: float,
-    max_products: int | None,
-    init: object,
-    method: str,
-    generator: torch.Generator | None,
-    seed: int | None,
-    return_vectors: bool,
-    block_size: int,
-    max_basis: int | None,
-) -> EigResult:
-    if method not in EIG_METHODS:
-        raise ValueError(f"method must be one of {EIG_METHODS}, got {method!r}")
-    if method == "power" and which != "LM":
-        raise ValueError("method='power' finds largest-magnitude eigenvalues: use which='LM'")
+def _model_level(algorithm: Callable, matrix: str, model: nn.Module, loss_fn: LossFn,
+                 data: Data, options: CurvatureOptions | None, kwargs: dict[str, Any],
+                 **fixed: Any) -> Any:
+    fields, algo = split_options(kwargs)
+    if "seed" in fields:  # one seed for the algorithm and the forward pass (train mode)
+        seed = fields.pop("seed")
+        algo["seed"] = seed
+        if seed is not None:
+            fields["seed"] = seed
     t0 = time.perf_counter()
-    op = curvature_operator(**op_args, seed=0 if seed is None else seed)
-    if method == "lanczos":
-        res = lanczos(
-            op,
-            k,
-            which=which,
-            tol=tol,
-            max_products=max_products,
-            init=init,
-            block_size=block_size,
-            max_basis=max_basis,
-            generator=generator,
-            seed=seed,
-            return_vectors=return_vectors,
-        )
-    else:
-        res = power_iteration(
-            op,
-            k,
-            tol=tol,
-            max_products=max_products,
-            init=init,
-            generator=generator,
-            seed=seed,
-            return_vectors=return_vectors,
-        )
-    _sync(op.device)
+    op = curvature_operator(model, loss_fn, data, matrix, options, **fields)
+    res = algorithm(op, **fixed, **algo)
+    if op.device.type == "cuda":
+        torch.cuda.synchronize(op.device)
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def _trace(
-    op_args: dict,
-    rtol: float,
-    max_products: int,
-    method: str,
-    sketch_size: int | None,
-    generator: torch.Generator | None,
-    seed: int | None,
-    block_size: int,
-) -> TraceResult:
-    if method not in TRACE_METHODS:
-        raise ValueError(f"method must be one of {TRACE_METHODS}, got {method!r}")
-    t0 = time.perf_counter()
-    op = curvature_operator(**op_args, seed=0 if seed is None else seed)
-    if method == "hutch++":
-        res = hutchpp(
-            op,
-            rtol=rtol,
-            max_products=max_products,
-            sketch_size=sketch_size,
-            block_size=block_size,
-            generator=generator,
-            seed=seed,
-        )
-    else:
-        res = hutchinson(
-            op,
-            rtol=rtol,
-            max_products=max_products,
-            block_size=block_size,
-            generator=generator,
-            seed=seed,
-        )
-    _sync(op.device)
-    res.seconds = time.perf_counter() - t0
-    return res
+def hessian_eigs(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 5, *,
+                 matrix: str = "hessian", options: CurvatureOptions | None = None,
+                 **kwargs: Any) -> EigResult:
+    """Top-k eigenpairs of the Hessian (or ``matrix``) of the mean loss.
 
-
-def _density(
-    op_args: dict,
-    num_steps: int,
-    num_vectors: int,
-    sigma: float | None,
-    grid: Tensor | None,
-    num_points: int,
-    generator: torch.Generator | None,
-    seed: int | None,
-) -> DensityResult:
-    t0 = time.perf_counter()
-    op = curvature_operator(**op_args, seed=0 if seed is None else seed)
-    res = slq(
-        op,
-        num_steps=num_steps,
-        num_vectors=num_vectors,
-        sigma=sigma,
-        grid=grid,
-        num_points=num_points,
-        generator=generator,
-        seed=seed,
-    )
-    _sync(op.device)
-    res.seconds = time.perf_counter() - t0
-    return res
-
-
-def _op_args(
-    model,
-    loss_fn,
-    data,
-    matrix,
-    params,
-    train,
-    chunk_size,
-    dtype,
-    memory_budget,
-    batched,
-    backend="auto",
-    route="auto",
-) -> dict:
-    return dict(
-        model=model,
-        loss_fn=loss_fn,
-        data=data,
-        matrix=matrix,
-        params=params,
-        train=train,
-        backend=backend,
-        route=route,
-        chunk_size=chunk_size,
-        dtype=dtype,
-        memory_budget=memory_budget,
-        batched=batched,
-    )
-
-
-def _check_matrix(matrix: str) -> None:
-    if matrix not in MATRICES:
-        raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
-
-
-def hessian_eigs(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    k: int = 5,
-    *,
-    which: str = "LA",
-    tol: float = 1e-4,
-    max_products: int | None = None,
-    init: object = None,
-    method: str = "lanczos",
-    matrix: str = "hessian",
-    backend: str = "auto",
-    params: ParamSpec = None,
-    train: bool = False,
-    chunk_size: int | None = None,
-    dtype: torch.dtype | None = None,
-    memory_budget: int | None = None,
-    batched: bool | None = None,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    return_vectors: bool = True,
-    block_size: int = 1,
-    max_basis: int | None = None,
-) -> EigResult:
-    """Top-k eigenpairs of the Hessian (or GGN, ``matrix="ggn"``) of the mean loss.
-
-    Lanczos stops when every pair has ‖H v − λ v‖ / |λ| ≤ ``tol``; ``init`` (a previous
-    EigResult or (m, P) tensor) warm-starts from that subspace. ``method="power"`` runs
-    deflated power iteration (``which="LM"`` only). See :func:`sgdlab.curvature.lanczos`.
+    Lanczos stops when every pair has ‖H v − λ v‖ / |λ| ≤ ``tol`` (default 1e-4); ``init``
+    (a previous EigResult or (m, P) tensor) warm-starts from that subspace;
+    ``method="power"`` runs deflated power iteration (``which="LM"`` only).
     """
-    _check_matrix(matrix)
-    args = _op_args(
-        model,
-        loss_fn,
-        data,
-        matrix,
-        params,
-        train,
-        chunk_size,
-        dtype,
-        memory_budget,
-        batched,
-        backend,
-    )
-    return _eigs(
-        args,
-        k,
-        which,
-        tol,
-        max_products,
-        init,
-        method,
-        generator,
-        seed,
-        return_vectors,
-        block_size,
-        max_basis,
-    )
+    return _model_level(eigs, matrix, model, loss_fn, data, options, kwargs, k=k)
 
 
-def hessian_trace(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    rtol: float = 1e-2,
-    max_products: int = 1000,
-    method: str = "hutch++",
-    sketch_size: int | None = None,
-    matrix: str = "hessian",
-    backend: str = "auto",
-    params: ParamSpec = None,
-    train: bool = False,
-    chunk_size: int | None = None,
-    dtype: torch.dtype | None = None,
-    memory_budget: int | None = None,
-    batched: bool | None = None,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    block_size: int = 1,
-) -> TraceResult:
-    """Tr H (or Tr GGN) ± standard error by Hutch++ (default) or Hutchinson.
-
-    Stops when stderr ≤ ``rtol`` · |estimate| or after ``max_products`` products.
-    """
-    _check_matrix(matrix)
-    args = _op_args(
-        model,
-        loss_fn,
-        data,
-        matrix,
-        params,
-        train,
-        chunk_size,
-        dtype,
-        memory_budget,
-        batched,
-        backend,
-    )
-    return _trace(args, rtol, max_products, method, sketch_size, generator, seed, block_size)
+def hessian_trace(model: nn.Module, loss_fn: LossFn, data: Data, *, matrix: str = "hessian",
+                  options: CurvatureOptions | None = None, **kwargs: Any) -> TraceResult:
+    """Tr H (or ``matrix``) ± standard error by Hutch++ (default) or Hutchinson; stops when
+    stderr ≤ ``rtol`` · |estimate| (default 1e-2) or after ``max_products`` (1000)."""
+    return _model_level(trace, matrix, model, loss_fn, data, options, kwargs)
 
 
-def hessian_density(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    *,
-    num_steps: int = 64,
-    num_vectors: int = 4,
-    sigma: float | None = None,
-    grid: Tensor | None = None,
-    num_points: int = 1024,
-    matrix: str = "hessian",
-    backend: str = "auto",
-    params: ParamSpec = None,
-    train: bool = False,
-    chunk_size: int | None = None,
-    dtype: torch.dtype | None = None,
-    memory_budget: int | None = None,
-    batched: bool | None = None,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-) -> DensityResult:
-    """Eigenvalue density of the Hessian (or GGN) by stochastic Lanczos quadrature."""
-    _check_matrix(matrix)
-    args = _op_args(
-        model,
-        loss_fn,
-        data,
-        matrix,
-        params,
-        train,
-        chunk_size,
-        dtype,
-        memory_budget,
-        batched,
-        backend,
-    )
-    return _density(args, num_steps, num_vectors, sigma, grid, num_points, generator, seed)
+def hessian_density(model: nn.Module, loss_fn: LossFn, data: Data, *, matrix: str = "hessian",
+                    options: CurvatureOptions | None = None, **kwargs: Any) -> DensityResult:
+    """Eigenvalue density of the Hessian (or ``matrix``) by stochastic Lanczos quadrature."""
+    return _model_level(density, matrix, model, loss_fn, data, options, kwargs)
 
+
+def covariance_eigs(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 5, *,
+                    options: CurvatureOptions | None = None, **kwargs: Any) -> EigResult:
+    """Top-k eigenpairs of the gradient covariance K = (1/N) Σ (g_i − ḡ)(g_i − ḡ)ᵀ."""
+    return _model_level(eigs, "covariance", model, loss_fn, data, options, kwargs, k=k)
+
+
+def covariance_trace(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                     options: CurvatureOptions | None = None, **kwargs: Any) -> TraceResult:
+    """Tr K ± standard error: exact in eval mode (Tr K = (1/N) Σ ‖g_i‖² − ‖ḡ‖² from
+    per-example gradients, stderr 0), Hutch++ in train mode (``method`` forces one)."""
+    return _model_level(trace, "covariance", model, loss_fn, data, options, kwargs)
+
+
+def covariance_density(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                       options: CurvatureOptions | None = None, **kwargs: Any) -> DensityResult:
+    """Eigenvalue density of K by stochastic Lanczos quadrature."""
+    return _model_level(density, "covariance", model, loss_fn, data, options, kwargs)

@@ -5,7 +5,7 @@
 with g_i = ∇_θ ℓ_i(θ) the gradient of example i's loss ℓ_i = loss_fn(f(θ; x_i)[None], y_i[None]),
 G the (N, P) matrix of the g_i and ḡ their mean (the gradient of the mean loss).
 
-Two routes to K v:
+Two routes to K v, chosen by ``backend`` (the old keyword ``route`` still works):
 
 ``"materialize"``  G by ``vmap(grad)`` + ``functional_call``, chunk by chunk, kept in memory
                    (N · P numbers, when they fit the memory budget); then K v costs two
@@ -21,12 +21,15 @@ Two routes to K v:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
+from sgdlab.curvature.model_function import Data, LossFn, ModelOperator
+from sgdlab.curvature.options import CurvatureOptions
 
 ROUTES = ("auto", "materialize", "matrix_free")
 
@@ -34,39 +37,29 @@ ROUTES = ("auto", "materialize", "matrix_free")
 class CovarianceOperator(ModelOperator):
     """K, the covariance of per-example gradients (arguments as :class:`HessianOperator`).
 
-    ``route`` picks how products are computed (module docstring); ``self.mean_gradient``
-    is ḡ and, on the materialized route, ``self.centered`` is G − ḡ (N, P).
+    ``backend`` picks how products are computed: "auto", "materialize" or "matrix_free"
+    (module docstring); ``self.route`` is the one used, ``self.mean_gradient`` is ḡ and,
+    on the materialized route, ``self.centered`` is G − ḡ (N, P).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        *,
-        params: ParamSpec = None,
-        train: bool = False,
-        route: str = "auto",
-        chunk_size: int | None = None,
-        dtype: torch.dtype | None = None,
-        seed: int = 0,
-        memory_budget: int | None = None,
-        batched: bool | None = None,
-    ):
-        if route not in ROUTES:
-            raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
-        if route == "materialize" and train:
+    BACKENDS = ROUTES
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+                 options: CurvatureOptions | None = None, **fields: Any):
+        opts = CurvatureOptions.build(options, **fields)
+        if opts.backend == "materialize" and opts.train:
             raise ValueError(
-                "route='materialize' computes per-example gradients one example at a time, "
-                "which is not train mode (BatchNorm couples a batch); use route='matrix_free'"
+                "backend='materialize' computes per-example gradients one example at a time, "
+                "which is not train mode (BatchNorm couples a batch); use "
+                "backend='matrix_free'"
             )
-        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
-                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
+        super().__init__(model, loss_fn, data, opts)
         fn = self.fn
-        self.fit_forward_mode_chunks(chunk_size)
+        self.fit_forward_mode_chunks()
         fits = fn.num_examples * fn.dim * torch.finfo(fn.dtype).bits // 8 <= fn.memory_budget // 4
+        route = opts.backend
         if route == "auto":
-            route = "materialize" if fits and not train else "matrix_free"
+            route = "materialize" if fits and not opts.train else "matrix_free"
         self.route = route
         self.centered: Tensor | None = None
         if route == "materialize":

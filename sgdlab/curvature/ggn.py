@@ -11,6 +11,8 @@ in output space (jvp of the output gradient) and a vjp back, all with ``torch.fu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
@@ -20,11 +22,12 @@ from sgdlab.curvature.model_function import ModelOperator
 
 
 class GGNOperator(ModelOperator):
-    """G = Jᵀ H_out J of the mean loss (arguments as :class:`HessianOperator`, minus backend)."""
+    """G = Jᵀ H_out J of the mean loss (arguments as :class:`HessianOperator`; one backend,
+    forward-over-reverse with ``torch.func``)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fit_forward_mode_chunks(kwargs.get("chunk_size"))
+        self.fit_forward_mode_chunks()
 
     def _matmat(self, V: Tensor) -> Tensor:
         fn = self.fn

@@ -22,12 +22,15 @@ on CUDA, where it amortizes kernel launches, and off on CPU, where it is slower.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from sgdlab.curvature.flat import flatten
-from sgdlab.curvature.model_function import Data, LossFn, ModelOperator, ParamSpec
+from sgdlab.curvature.model_function import Data, LossFn, ModelOperator
+from sgdlab.curvature.options import CurvatureOptions
 
 BACKENDS = ("auto", "graph", "recompute", "func")
 
@@ -80,52 +83,33 @@ class HessianOperator(ModelOperator):
     Args:
         model, loss_fn, data: ``loss_fn(model(x), y)`` is the MEAN loss of a batch; ``data``
             is ``(x, y)`` or an iterable of such batches (weighted by their sizes).
-        params: None (all trainable), a list of parameters or names, or a name predicate.
-        train: evaluate in train mode (batch statistics, dropout with fixed masks); the
-            default is eval mode. The model's flags and buffers are restored/untouched.
-        backend: ``"auto"``, ``"graph"``, ``"recompute"`` or ``"func"`` (module docstring).
-        chunk_size: split batches into chunks of at most this many examples.
-        dtype: working dtype (default: the parameters'), e.g. float64 for references.
-        seed: seeds the forward pass's randomness in train mode (global RNG untouched).
-        memory_budget: bytes allowed for graphs (default: half the free memory).
-        batched: multiply blocks in one vmapped pass (default: on CUDA only).
+        options / fields: a :class:`~sgdlab.curvature.CurvatureOptions` and/or its fields
+            as keywords (params, train, chunk_size, dtype, memory_budget, batched, seed);
+            ``backend`` is ``"auto"``, ``"graph"``, ``"recompute"`` or ``"func"`` (module
+            docstring).
 
     With the ``"graph"`` backend, ``self.gradient`` is ∇L(θ) (flat) and ``free()`` releases
     the retained graph. The operator is the Hessian at the parameters' values when it was
     built: build a new one after the model changes.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        *,
-        params: ParamSpec = None,
-        train: bool = False,
-        backend: str = "auto",
-        chunk_size: int | None = None,
-        dtype: torch.dtype | None = None,
-        seed: int = 0,
-        memory_budget: int | None = None,
-        batched: bool | None = None,
-    ):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        super().__init__(model, loss_fn, data, params=params, train=train, chunk_size=chunk_size,
-                         dtype=dtype, seed=seed, memory_budget=memory_budget, batched=batched)
-        self.backend = self._choose(backend, chunk_size)
+    BACKENDS = BACKENDS
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+                 options: CurvatureOptions | None = None, **fields: Any):
+        super().__init__(model, loss_fn, data, options, **fields)
+        self.backend = self._choose(self.options.backend)
         self._graph: tuple[tuple[Tensor, ...], list[Tensor], list[int]] | None = None
         if self.backend == "graph":
             self._build_graph()
 
-    def _choose(self, backend: str, chunk_size: int | None) -> str:
+    def _choose(self, backend: str) -> str:
         if backend != "auto":
             return backend
         per_example = 2.0 * self.fn.graph_bytes_per_example()  # measured peak: ~1.8x
         if per_example * self.fn.num_examples <= self.fn.memory_budget:
             return "graph"
-        if chunk_size is None:
+        if self.options.chunk_size is None:
             chunk = max(1, int(self.fn.memory_budget / (4 * per_example)))
             if max(self.fn.sizes) > chunk:
                 self.fn.rechunk(chunk)

@@ -33,10 +33,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdlab.curvature.flat import flatten, unflatten
 from sgdlab.curvature.linop import LinearOperator, ieee_float32
+from sgdlab.curvature.options import CurvatureOptions, ParamSpec
 
 Batch = tuple[Tensor, Tensor]
 Data = Batch | Iterable[Batch]
-ParamSpec = None | Sequence[Tensor] | Sequence[str] | Callable[[str], bool]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -148,29 +148,20 @@ def model_mode(model: nn.Module, train: bool) -> Iterator[None]:
 
 
 class ModelFunction:
-    """Functional view of (model, loss_fn, data); see the module docstring."""
+    """Functional view of (model, loss_fn, data) under ``options``; see the module docstring."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: Data,
-        *,
-        params: ParamSpec = None,
-        train: bool = False,
-        chunk_size: int | None = None,
-        dtype: torch.dtype | None = None,
-        seed: int = 0,
-        memory_budget: int | None = None,
-    ):
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+                 options: CurvatureOptions | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model, self.loss_fn, self.train, self.seed = model, loss_fn, bool(train), int(seed)
-        self.names = select_parameters(model, params)
+        opts = options or CurvatureOptions()
+        self.model, self.loss_fn = model, loss_fn
+        self.train, self.seed = bool(opts.train), int(opts.seed)
+        self.names = select_parameters(model, opts.params)
         named = dict(model.named_parameters())
         first = named[self.names[0]]
         self.device = first.device
-        self.dtype = dtype or first.dtype
+        self.dtype = opts.dtype or first.dtype
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating type, got {self.dtype}")
         self.primals = tuple(named[n].detach().to(self.dtype).clone() for n in self.names)
@@ -179,9 +170,9 @@ class ModelFunction:
         selected = set(self.names)
         self.frozen = {n: self._cast(p.detach()) for n, p in named.items() if n not in selected}
         self.frozen.update({n: self._cast(b.detach()).clone() for n, b in model.named_buffers()})
-        self.memory_budget = int(memory_budget or default_memory_budget(self.device))
+        self.memory_budget = int(opts.memory_budget or default_memory_budget(self.device))
         self._graph_bytes: float | None = None
-        self.set_batches(_as_batches(data, chunk_size))
+        self.set_batches(_as_batches(data, opts.chunk_size))
 
     # ----------------------------------------------------------------- data
     def set_batches(self, batches: list[Batch]) -> None:
@@ -344,31 +335,41 @@ CPU_CHUNK_BYTES = 64 << 20
 
 class ModelOperator(LinearOperator):
     """A linear operator on R^P built on the :class:`ModelFunction` of (model, loss_fn,
-    data): the shared set-up of the Hessian, GGN and gradient-covariance operators.
-    ``batched`` multiplies blocks in one vmapped pass (default: on CUDA only)."""
+    data): the shared set-up of every curvature operator of a model.
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data, *, params: ParamSpec = None,
-                 train: bool = False, chunk_size: int | None = None,
-                 dtype: torch.dtype | None = None, seed: int = 0,
-                 memory_budget: int | None = None, batched: bool | None = None):
-        fn = ModelFunction(model, loss_fn, data, params=params, train=train,
-                           chunk_size=chunk_size, dtype=dtype, seed=seed,
-                           memory_budget=memory_budget)
+    Subclasses take the same arguments, ``(model, loss_fn, data, options=None, **fields)``
+    with ``fields`` any :class:`CurvatureOptions` field, implement ``_matmat`` and may
+    define ``BACKENDS`` (the accepted ``options.backend`` values, "auto" first) and
+    ``exact_trace()``. ``self.options`` is what the operator was built with."""
+
+    BACKENDS: tuple[str, ...] = ("auto",)
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+                 options: CurvatureOptions | None = None, **fields: Any):
+        opts = CurvatureOptions.build(options, **fields)
+        if opts.backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS} for "
+                             f"{type(self).__name__}, got {opts.backend!r}")
+        fn = ModelFunction(model, loss_fn, data, opts)
         super().__init__(fn.dim, fn.dtype, fn.device)
-        self.fn = fn
-        self.batched = fn.device.type == "cuda" if batched is None else bool(batched)
-        if chunk_size is None and fn.device.type == "cpu" and not train:
+        self.options, self.fn = opts, fn
+        self.batched = fn.device.type == "cuda" if opts.batched is None else bool(opts.batched)
+        if opts.chunk_size is None and fn.device.type == "cpu" and not opts.train:
             # cache-sized chunks: the same operator (eval mode), 2-2.5x faster convolutions
             chunk = max(1, int(CPU_CHUNK_BYTES / fn.graph_bytes_per_example()))
             if max(fn.sizes) > chunk:
                 fn.rechunk(chunk)
 
-    def fit_forward_mode_chunks(self, chunk_size: int | None) -> None:
+    def exact_trace(self) -> float | None:
+        """Tr A computed exactly without products, where the operator can (else None)."""
+        return None
+
+    def fit_forward_mode_chunks(self) -> None:
         """Unless the caller chose ``chunk_size``, rechunk so that a forward-mode pass (it
         keeps primal and tangent activations: about twice a graph) fits a quarter of the
         memory budget."""
         fn = self.fn
-        if chunk_size is None:
+        if self.options.chunk_size is None:
             per_example = 2 * fn.graph_bytes_per_example()
             chunk = max(1, int(fn.memory_budget / (4 * per_example)))
             if max(fn.sizes) > chunk:
