@@ -82,9 +82,10 @@ class ModelConfig:
     dropout: float = 0.0
 
     def check(self) -> None:
-        from sgdlab.models import MODELS
-
-        _choice("model.name", self.name, tuple(MODELS))
+        """The fields' ranges; ``name`` is checked by the model registry
+        (:func:`sgdlab.models.check_model`), which sits above the config."""
+        if not self.name:
+            raise ConfigError("model.name: must name a model")
         _choice("model.activation", self.activation, ACTIVATIONS)
         _at_least("model.depth", self.depth, 0)
         _at_least("model.width", self.width, 1)
@@ -260,11 +261,13 @@ def from_dict(data: dict[str, Any], cls: type = RunConfig, prefix: str = "") -> 
         dotted = prefix + key
         if key not in names:
             raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})")
-        kwargs[key] = _coerce(dotted, value, hints[key])
+        kwargs[key] = coerce(dotted, value, hints[key])
     return cls(**kwargs)
 
 
-def _coerce(dotted: str, value: Any, hint: Any) -> Any:
+def coerce(dotted: str, value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (a config dataclass, list, bool, int, float, str or dict)
+    by the config's rules (no bool for a number, finite floats); ConfigError names ``dotted``."""
     if dataclasses.is_dataclass(hint):
         return from_dict(value, hint, dotted + ".")
     origin = typing.get_origin(hint)
@@ -272,7 +275,7 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(f"{dotted}: expected a list, got {value!r}")
-        return [_coerce(f"{dotted}[{i}]", v, item) for i, v in enumerate(value)]
+        return [coerce(f"{dotted}[{i}]", v, item) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {hint}")
     if hint is bool:

@@ -46,7 +46,7 @@ def test_hessian_probe_matches_the_dense_hessian():
     assert 0 < out["trace_se"] < 0.05 * abs(exact)
     assert abs(out["trace"] - exact) <= 4 * out["trace_se"]
     # the warm start is kept and reused: a second measurement needs fewer products
-    ctx.shared.clear()  # a new step
+    ctx.new_step()
     again = probe.measure(ctx)
     assert again["products"] < out["products"]
 
@@ -82,7 +82,7 @@ def test_sharpest_probe_bowl_and_update_projection():
     after = probe.after_step(ctx)
     expected = (V @ ctx.update).norm() / ctx.update.norm()
     assert after["update_in_subspace"] == pytest.approx(expected.item(), rel=1e-10)
-    ctx.shared.clear()
+    ctx.new_step()
     assert probe.measure(ctx)["overlap"] == pytest.approx(1.0, abs=1e-8)  # same point
 
 

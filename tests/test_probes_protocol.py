@@ -7,7 +7,7 @@ from conftest import small_config
 from safetensors.torch import load_file
 from test_probes_curvature import tiny_context
 
-import sgdlab.curvature
+import sgdlab.curvature.shared
 from sgdlab.probes import Probe, Schedule
 from sgdlab.probes.hessian import HessianProbe
 from sgdlab.probes.runner import ProbeRunner
@@ -18,13 +18,13 @@ from sgdlab.train import train
 @pytest.fixture
 def eig_calls(monkeypatch):
     calls = []
-    real = sgdlab.curvature.hessian_eigs
+    real = sgdlab.curvature.shared.hessian_eigs
 
     def counted(*args, **kwargs):
         calls.append((kwargs["k"], kwargs["tol"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sgdlab.curvature, "hessian_eigs", counted)
+    monkeypatch.setattr(sgdlab.curvature.shared, "hessian_eigs", counted)
     return calls
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from sgdlab.errors import ConfigError
+from sgdlab.losses import make_loss
 from sgdlab.probes.base import ProbeContext
 from sgdlab.probes.residual import ResidualInference, iterative_inference
-from sgdlab.train.losses import make_loss
 
 
 class Block(nn.Module):

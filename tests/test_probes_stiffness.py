@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from sgdlab.losses import make_loss
 from sgdlab.probes.base import ProbeContext
 from sgdlab.probes.stiffness import (
     Stiffness,
@@ -18,7 +19,6 @@ from sgdlab.probes.stiffness import (
     stiffness,
     stiffness_from_gram,
 )
-from sgdlab.train.losses import make_loss
 
 
 def case(loss="cross_entropy", n=30, seed=0):

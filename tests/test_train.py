@@ -113,7 +113,7 @@ def test_evaluation_batch_defaults_to_the_device():
     """eval_batch_size = 0: 4096 examples per pass on CUDA, 128 on a CPU."""
     from types import SimpleNamespace
 
-    from sgdlab.train.evaluate import default_eval_batch, evaluate
+    from sgdlab.evaluation import default_eval_batch, evaluate
 
     assert default_eval_batch(torch.device("cuda")) == 4096
     assert default_eval_batch(torch.device("cpu")) == 128

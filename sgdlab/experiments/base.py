@@ -179,7 +179,7 @@ def default_names(group: str, configs: list[dict]) -> list[str]:
 def build_configs(exp: Experiment, scale: str, overrides: list[str] | dict = ()) -> list:
     """The validated :class:`~sgdlab.config.RunConfig` of every run (ConfigError if bad)."""
     from sgdlab.config import apply_overrides, from_dict, parse_override
-    from sgdlab.probes import build_probes
+    from sgdlab.train.validate import validate
 
     if scale not in exp.scales:
         raise ConfigError(f"--scale: {scale!r} is not one of {', '.join(exp.scales)}")
@@ -195,8 +195,7 @@ def build_configs(exp: Experiment, scale: str, overrides: list[str] | dict = ())
     for i, (data, name) in enumerate(zip(raw, names)):
         data = {**data, "group": group, "name": data.get("name") or name}
         try:
-            cfg = from_dict(data).check()
-            build_probes(cfg.probes)
+            cfg = validate(from_dict(data))
         except ConfigError as exc:
             raise ConfigError(f"{exc} (experiment {exp.name}, run {i}: {data['name']})") from None
         key = cfg.to_json()

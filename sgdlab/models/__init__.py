@@ -42,12 +42,20 @@ MODELS: dict[str, Builder] = {
 }
 
 
+def check_model(cfg: ModelConfig) -> Builder:
+    """The builder of ``cfg.name`` once ``cfg`` is valid; ConfigError names the field."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name: {cfg.name!r} is not one of {', '.join(MODELS)}")
+    cfg.check()
+    return MODELS[cfg.name]
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     """Validate ``cfg`` and build the named model; ConfigError names the offending field."""
-    cfg.check()  # unknown name -> "model.name: 'x' is not one of mlp, cnn, ..."
+    builder = check_model(cfg)
     if n_outputs < 1:
         raise ConfigError(f"model: needs at least one output, got {n_outputs}")
-    return MODELS[cfg.name](cfg, tuple(int(s) for s in input_shape), int(n_outputs))
+    return builder(cfg, tuple(int(s) for s in input_shape), int(n_outputs))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -57,5 +65,5 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "MLP", "MODELS", "VGG", "Builder", "PreActBlock", "PreActResNet", "SimpleCNN",
-    "build_model", "count_parameters",
+    "build_model", "check_model", "count_parameters",
 ]

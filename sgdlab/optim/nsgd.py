@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from sgdlab.curvature.shared import SharedEigs
 from sgdlab.optim.sgd_step import sgd_steps
 
 
@@ -36,11 +37,11 @@ class NSGD(torch.optim.SGD):
             return True
         return step % self.every == 0 if self.every else epoch_start
 
-    def refresh(self, ctx) -> None:
+    def refresh(self, eigs: SharedEigs) -> None:
         """Recompute the top-``k`` eigenvectors on the fixed subset, warm-started from the
-        previous basis; the result is shared with probes through ``ctx``."""
-        result = ctx.top_eigs(self.k, self.subset, tol=self.tol, init=self.basis,
-                              generator=self.generator)
+        previous basis; the result is shared with the probes of the step through ``eigs``."""
+        result = eigs.top(self.k, self.subset, tol=self.tol, init=self.basis,
+                          generator=self.generator)
         self.set_basis(result.vectors[: self.k])
 
     def set_basis(self, vectors: torch.Tensor) -> None:

@@ -6,16 +6,40 @@ import inspect
 import typing
 from typing import Any
 
-from sgdlab.config import _coerce
+from sgdlab.config import coerce
 from sgdlab.errors import ConfigError
 from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule
+from sgdlab.probes.csr import CriticalSampleRatio
+from sgdlab.probes.hessian import HessianDensityProbe, HessianProbe
+from sgdlab.probes.loss import LossProbe
+from sgdlab.probes.noise import GradientNoiseProbe
+from sgdlab.probes.residual import ResidualInference
 from sgdlab.probes.runner import ProbeRunner
+from sgdlab.probes.sharpest import SharpestProbe
+from sgdlab.probes.stiffness import Stiffness
+from sgdlab.probes.weights import Weights
 
-PROBES: dict[str, type[Probe]] = {}
+PROBES: dict[str, type[Probe]] = {
+    cls.name: cls
+    for cls in (
+        LossProbe,
+        HessianProbe,
+        HessianDensityProbe,
+        GradientNoiseProbe,
+        SharpestProbe,
+        CriticalSampleRatio,
+        Stiffness,
+        ResidualInference,
+        Weights,
+    )
+}
 
 
 def register(cls: type[Probe]) -> type[Probe]:
-    """Class decorator adding a probe to the registry under ``cls.name``."""
+    """Make ``[[probes]] name = cls.name`` build ``cls`` (a :class:`Probe` subclass of one's
+    own; the probes sgdlab ships are listed in :data:`PROBES` above)."""
+    if not (isinstance(cls, type) and issubclass(cls, Probe)):
+        raise TypeError(f"register() takes a Probe subclass, got {cls!r}")
     PROBES[cls.name] = cls
     return cls
 
@@ -60,13 +84,8 @@ def _typed_options(cls: type[Probe], spec: dict[str, Any], where: str) -> dict[s
             raise ConfigError(f"{where}.{key}: unknown option of probe {cls.name} "
                               f"(known: {', '.join(['every', 'log_points', *known])})")
         hint = hints.get(key)
-        options[key] = _coerce(f"{where}.{key}", value, hint) if hint in (
+        options[key] = coerce(f"{where}.{key}", value, hint) if hint in (
             bool, int, float, str) else value
     return options
-
-
-# the probes register themselves on import (after ``register`` exists)
-from sgdlab.probes import (  # noqa: E402,F401,I001
-    csr, hessian, loss, noise, residual, sharpest, stiffness, weights)
 
 __all__ = ["PROBES", "Probe", "ProbeContext", "ProbeRunner", "Schedule", "build_probes", "register"]

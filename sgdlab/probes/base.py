@@ -8,13 +8,14 @@ each gets its own ``ctx.generator``; the trainer also runs every hook under
 ``torch.random.fork_rng`` and restores train/eval modes, so a run with and without probes
 ends with bit-identical parameters on CPU.
 
-Work is shared through ``ctx.shared``, a cache cleared at every step. Before the probes
-due at a step run, :meth:`ProbeRunner.call` collects their :meth:`Probe.eig_request`, so
-the first :meth:`ProbeContext.top_eigs` call computes one decomposition with the largest k
-and the tightest tolerance any of them asked for on that subset; the others reuse it,
-whatever their order. Nudged SGD refreshes before them with exactly its own request (so
-that probes cannot change its trajectory); the probes reuse its result when it satisfies
-them, else one more decomposition covers them all.
+Work is shared through ``ctx.shared``, a cache cleared at every step, and ``ctx.eigs``
+(:class:`~sgdlab.curvature.shared.SharedEigs`). Before the probes due at a step run,
+:meth:`ProbeRunner.call` plans their :meth:`Probe.eig_request`, so the first
+:meth:`ProbeContext.top_eigs` call computes one decomposition with the largest k and the
+tightest tolerance any of them asked for on that subset; the others reuse it, whatever
+their order. Nudged SGD refreshes before them with exactly its own request (so that probes
+cannot change its trajectory); the probes reuse its result when it satisfies them, else
+one more decomposition covers them all.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sgdlab.curvature.shared import SharedEigs
 from sgdlab.errors import ConfigError
 
 
@@ -149,8 +151,9 @@ class ProbeContext:
     planned_update: torch.Tensor | None = None  # flat step the optimizer is about to take
     update: torch.Tensor | None = None  # flat theta_{t+1} - theta_t
     generator: torch.Generator | None = None
-    shared: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)  # probes' own cache, cleared per step
     _subsets: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _eigs: SharedEigs | None = None
 
     def subset(self, n: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed subset of ``n`` examples of ``split`` (train or test), drawn once
@@ -164,31 +167,22 @@ class ProbeContext:
             self._subsets[key] = (x[idx], y[idx])
         return self._subsets[key]
 
-    def plan_eigs(self, requests) -> None:
-        """Widen this step's plan with ``(k, n, tol)`` requests (None entries ignored): per
-        subset size, the largest k and the smallest tol asked for."""
-        for req in requests:
-            if req is None:
-                continue
-            k, n, tol = req
-            pk, ptol = self.shared.get(("plan", n), (k, tol))
-            self.shared[("plan", n)] = (max(k, pk), min(tol, ptol))
+    @property
+    def eigs(self) -> SharedEigs:
+        """This step's shared Hessian eigendecompositions on fixed training subsets
+        (:class:`~sgdlab.curvature.shared.SharedEigs`); the trainer clears it each step."""
+        if self._eigs is None or self._eigs.model is not self.model:
+            self._eigs = SharedEigs(self.model, self.loss_fn, self.subset)
+        return self._eigs
 
     def top_eigs(self, k: int, n: int, tol: float = 1e-3, init: Any = None,
                  generator: torch.Generator | None = None):
-        """Top-``k`` Hessian eigenpairs of the mean loss on the fixed subset of ``n``
-        training examples, computed at most once per step: with the planned k and tol if
-        larger/tighter (:meth:`plan_eigs`), and reused by every later request it satisfies
-        (k no larger, tol no tighter). ``init`` warm-starts from the caller's previous
-        result; the caller owns it."""
-        from sgdlab.curvature import hessian_eigs
+        """Top-``k`` Hessian eigenpairs on the fixed subset of ``n`` training examples,
+        shared within the step (:meth:`SharedEigs.top`, with this probe's generator by
+        default); ``init`` warm-starts from the caller's previous result."""
+        return self.eigs.top(k, n, tol, init=init, generator=generator or self.generator)
 
-        cached = self.shared.get(("top_eigs", n))
-        if cached is not None and len(cached.values) >= k and cached.tol <= tol:
-            return cached
-        self.plan_eigs([(k, n, tol)])
-        k, tol = self.shared[("plan", n)]
-        result = hessian_eigs(self.model, self.loss_fn, self.subset(n), k=k, tol=tol, init=init,
-                              generator=generator or self.generator)
-        self.shared[("top_eigs", n)] = result
-        return result
+    def new_step(self) -> None:
+        """Forget the previous step's shared results."""
+        self.shared.clear()
+        self.eigs.clear()

@@ -38,9 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sgdlab.errors import ConfigError
-from sgdlab.probes import register
+from sgdlab.evaluation import eval_mode
 from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int, check_number
-from sgdlab.train.evaluate import eval_mode
 
 PIXEL = 1 / 255
 
@@ -126,7 +125,6 @@ def critical_sample_ratio(model: nn.Module, x: Tensor, **options) -> float:
     return lass(model, x, **options).critical.double().mean().item()
 
 
-@register
 class CriticalSampleRatio(Probe):
     """CSR on a fixed subset of ``n`` examples of ``split`` (default the test set).
 

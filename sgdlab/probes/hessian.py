@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.probes import register
 from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
 
 
@@ -20,7 +19,6 @@ def stability_threshold(lr: float, momentum: float = 0.0) -> float:
     return (2.0 + 2.0 * momentum) / lr
 
 
-@register
 class HessianProbe(Probe):
     """Top-``k`` Hessian eigenvalues on ``n`` fixed training examples; optionally the
     trace (Hutch++ with standard error). Results: ``lambda_max``, ``eig_<i>``,
@@ -71,7 +69,6 @@ class HessianProbe(Probe):
         self.previous = state.get("previous")
 
 
-@register
 class HessianDensityProbe(Probe):
     """Spectral density of the Hessian by stochastic Lanczos quadrature (on a sparse
     schedule: it costs ``vectors * steps`` products). Arrays ``grid``, ``density``."""

@@ -1,7 +1,7 @@
 """Loss and accuracy as a probe: train, test, and the clean and corrupted training examples.
 
 The trainer evaluates on its own cadence (``train.eval_every``); this probe measures the
-same quantities (:func:`sgdlab.train.evaluate.evaluate`, eval mode, no gradients) on a
+same quantities (:func:`sgdlab.evaluation.evaluate`, eval mode, no gradients) on a
 probe schedule — log-spaced steps to resolve the early trajectory — or in a loop of one's
 own. Metrics ``loss/<split>/<loss|acc>``, with splits ``train``, ``test`` and, with a
 corruption, ``clean``, ``corrupted`` (and ``corrupted/acc_true``, against original labels).
@@ -9,12 +9,10 @@ corruption, ``clean``, ``corrupted`` (and ``corrupted/acc_true``, against origin
 
 from __future__ import annotations
 
-from sgdlab.probes import register
+from sgdlab.evaluation import evaluate
 from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int
-from sgdlab.train.evaluate import evaluate
 
 
-@register
 class LossProbe(Probe):
     """Loss and accuracy on every split (see module docstring)."""
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import time
 
-from sgdlab.probes import register
 from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
 
 
-@register
 class GradientNoiseProbe(Probe):
     """``trace_K``, ``lambda_max_K``, ``grad_norm`` (||ḡ||), ``noise_scale`` (Tr K/||ḡ||²)
     on ``n`` fixed training examples."""

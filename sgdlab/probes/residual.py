@@ -31,9 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import ConfigError
-from sgdlab.probes import register
+from sgdlab.evaluation import eval_mode
 from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int
-from sgdlab.train.evaluate import eval_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -110,7 +109,6 @@ def iterative_inference(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor,
     return {"cos": cos_sum / n, "ratio": ratio_sum / n, "identity": identity}
 
 
-@register
 class ResidualInference(Probe):
     """Iterative inference on a fixed subset of ``n`` examples of ``split``. Arrays ``cos``,
     ``ratio``, ``identity`` (one entry per block); scalars ``cos_mean``, ``ratio_mean`` over

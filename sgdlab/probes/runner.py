@@ -79,7 +79,7 @@ class ProbeRunner:
         """Call ``hook`` on each probe under isolation; returns (probe, result) pairs.
         Before ``measure``, the probes' eigen-decomposition requests are planned together."""
         if hook == "measure":
-            ctx.plan_eigs([p.eig_request() for p in probes])
+            ctx.eigs.plan(p.eig_request() for p in probes)
         out = []
         for probe in probes:
             ctx.generator = self.generators[probe.name]

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from sgdlab.probes import register
+from sgdlab.evaluation import eval_mode
 from sgdlab.probes.base import Probe, ProbeContext, Schedule, check_int, check_number
-from sgdlab.train.evaluate import eval_mode
 
 
 @torch.no_grad()
@@ -39,7 +38,6 @@ def loss_along(model, loss_fn, x, y, direction: torch.Tensor, offsets) -> torch.
     return torch.stack(out)
 
 
-@register
 class SharpestProbe(Probe):
     """Bowl plots, step projections and subspace overlap for the top-``k`` directions."""
 

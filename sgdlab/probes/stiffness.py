@@ -33,9 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sgdlab.probes import register
+from sgdlab.evaluation import eval_mode
 from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule, check_int
-from sgdlab.train.evaluate import eval_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,7 +43,7 @@ def per_example_gradients(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tenso
                           chunk: int = 64) -> Iterator[Tensor]:
     """Yield the flat gradients ``(m, P)`` of each example's loss, ``chunk`` rows at a time,
     over the trainable parameters in ``named_parameters`` order, at the model's current
-    train/eval flags (call it under :func:`~sgdlab.train.evaluate.eval_mode` for BatchNorm).
+    train/eval flags (call it under :func:`~sgdlab.evaluation.eval_mode` for BatchNorm).
 
     ``loss_fn(outputs, targets)`` is a mean of per-example losses, so that
     ``c_i = m * d loss_fn / d f_i`` is example i's output cotangent; then
@@ -177,7 +176,6 @@ def stiffness(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, *, n_clas
     return out
 
 
-@register
 class Stiffness(Probe):
     """Stiffness on a fixed subset of ``n`` examples of ``split``; keys as :func:`stiffness`
     (class matrices for classification tasks only)."""

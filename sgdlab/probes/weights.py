@@ -23,7 +23,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sgdlab.probes import register
 from sgdlab.probes.base import OptionError, Probe, ProbeContext, Schedule
 
 
@@ -73,7 +72,6 @@ def distance(model: nn.Module, theta0: Tensor) -> float:
     return float(layer_distances(model, theta0).square().sum().sqrt())
 
 
-@register
 class Weights(Probe):
     """Parameter norm, distance from initialization and update size. Scalars ``norm``,
     ``dist_init`` (when ``theta_0`` is known) at ``measure``; ``update``, ``rel_update`` at

@@ -8,7 +8,8 @@
 """
 
 from sgdlab.store.errors import StoreError
+from sgdlab.store.index import config_hash
 from sgdlab.store.run import STATUSES, Run
 from sgdlab.store.store import Store
 
-__all__ = ["STATUSES", "Run", "Store", "StoreError"]
+__all__ = ["STATUSES", "Run", "Store", "StoreError", "config_hash"]

@@ -16,6 +16,7 @@ value), replaced as a whole when the experiment is rerun.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
@@ -84,6 +85,25 @@ def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no spaces: the input of ``config_hash``."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
+
+
+def config_hash(config: dict) -> str:
+    """The ``config_hash`` of a run with this config: sha256 of its canonical JSON (after a
+    JSON round trip, so a tuple and a list, or 1.0 and 1.0 written twice, hash alike)."""
+    resolved = json.loads(json.dumps(config, allow_nan=False))
+    return hashlib.sha256(canonical_json(resolved).encode()).hexdigest()
+
+
+METRIC_COLUMNS = ["run", "step", "epoch", "name", "value"]
+
+
+def metrics_frame(rows: list[tuple]):
+    """(run, step, epoch, name, value) rows as a DataFrame with those typed columns."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=METRIC_COLUMNS)
+    return frame.astype({"run": object, "step": "int64", "epoch": "float64",
+                         "name": object, "value": "float64"})
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -21,13 +21,16 @@ import numpy as np
 
 from sgdlab.store import files
 from sgdlab.store.errors import StoreError
+from sgdlab.store.index import Index, metrics_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sgdlab.store.store import Store
-
 STATUSES = ("running", "finished", "diverged", "failed")
+
+
+def _as_names(names: list[str] | str | None) -> list[str] | None:
+    return [names] if isinstance(names, str) else None if names is None else list(names)
 
 
 def now() -> str:
@@ -35,10 +38,11 @@ def now() -> str:
 
 
 class Run:
-    """A handle on one stored run (get one from :class:`Store`, never construct it)."""
+    """A handle on one stored run (get one from :class:`~sgdlab.store.Store`, never
+    construct it): its row in the store's index and its folder under ``root``."""
 
-    def __init__(self, store: Store, row: Any):
-        self.store = store
+    def __init__(self, index: Index, root: Path, row: Any):
+        self._index, self.root = index, root
         self.id: str = row["id"]
         self.name: str = row["name"]
         self.group: str | None = row["grp"]
@@ -50,14 +54,14 @@ class Run:
         return f"Run({self.id!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and (other.store.root, other.id) == (self.store.root, self.id)
+        return isinstance(other, Run) and (other.root, other.id) == (self.root, self.id)
 
     def __hash__(self) -> int:
-        return hash((self.store.root, self.id))
+        return hash((self.root, self.id))
 
     @property
     def path(self) -> Path:
-        return self.store.root / "runs" / self.id
+        return self.root / "runs" / self.id
 
     @property
     def config(self) -> dict:
@@ -65,9 +69,9 @@ class Run:
         return json.loads(self._config_json)
 
     def _row(self) -> Any:
-        row = self.store._index.get(self.id)
+        row = self._index.get(self.id)
         if row is None:
-            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+            raise StoreError(f"run '{self.id}' is no longer in {self.root}")
         return row
 
     @property
@@ -94,32 +98,37 @@ class Run:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         step = None if diverged_step is None else int(diverged_step)
-        if not self.store._index.update_run(self.id, status=status, message=message,
+        if not self._index.update_run(self.id, status=status, message=message,
                                             diverged_step=step, updated=now()):
-            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+            raise StoreError(f"run '{self.id}' is no longer in {self.root}")
 
     def log(self, step: int, metrics: dict[str, float], epoch: float | None = None) -> None:
         """Store scalars at ``step`` in one transaction; a name logged twice at a step is
         replaced. NaN is stored as NULL (read back as NaN), ±inf as ±inf."""
+        self.log_many([(step, epoch, metrics)])
+
+    def log_many(self, records: list[tuple[int, float | None, dict[str, float]]]) -> None:
+        """Store (step, epoch, {name: value}) records in one transaction (as :meth:`log`)."""
         rows = []
-        ep = None if epoch is None else float(epoch)
-        for name, value in metrics.items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"metric {name!r} of run '{self.id}' is not a scalar: "
-                                f"{type(value).__name__}") from None
-            rows.append((int(step), ep, str(name), None if math.isnan(value) else value))
-        if rows and not self.store._index.log(self.id, now(), rows):
-            raise StoreError(f"run '{self.id}' is no longer in {self.store.root}")
+        for step, epoch, metrics in records:
+            ep = None if epoch is None else float(epoch)
+            for name, value in metrics.items():
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise TypeError(f"metric {name!r} of run '{self.id}' is not a scalar: "
+                                    f"{type(value).__name__}") from None
+                rows.append((int(step), ep, str(name), None if math.isnan(value) else value))
+        if rows and not self._index.log(self.id, now(), rows):
+            raise StoreError(f"run '{self.id}' is no longer in {self.root}")
 
     def metrics(self, names: list[str] | str | None = None) -> pd.DataFrame:
         """This run's metrics: columns run, step, epoch, name, value."""
-        return self.store.metrics(runs=[self.id], names=names)
+        return metrics_frame(self._index.metrics([self.id], _as_names(names)))
 
     def truncate_metrics(self, after_step: int) -> int:
         """Delete metrics logged at steps > ``after_step`` (on resume); returns the count."""
-        return self.store._index.truncate_metrics(self.id, int(after_step))
+        return self._index.truncate_metrics(self.id, int(after_step))
 
     # -- arrays -----------------------------------------------------------------------
     def _arrays_dir(self, name: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sgdlab.store import files
 from sgdlab.store.errors import StoreError
-from sgdlab.store.index import CHECK_COLUMNS, Index, canonical_json, flatten
+from sgdlab.store.index import CHECK_COLUMNS, Index, config_hash, flatten, metrics_frame
 from sgdlab.store.run import Run, now
 
 if TYPE_CHECKING:
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
 RUN_FRAME_COLUMNS = ["id", "name", "group", "status", "created", "updated", "diverged_step",
                      "message", "config_hash"]
-METRIC_COLUMNS = ["run", "step", "epoch", "name", "value"]
 
 
 def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
@@ -69,7 +67,7 @@ class Store:
         resolved = json.loads(config_json)
         stamp = now()
         row = {"name": str(name), "grp": group, "status": "running", "config_json": config_json,
-               "config_hash": hashlib.sha256(canonical_json(resolved).encode()).hexdigest(),
+               "config_hash": config_hash(resolved),
                "created": stamp, "updated": stamp}
         prefix = _sanitize(name)
 
@@ -77,7 +75,7 @@ class Store:
             return f"{prefix}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
         row["id"] = self._index.insert_run(make_id, row, flatten(resolved))
-        run = Run(self, row)
+        run = Run(self._index, self.root, row)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             files.write_bytes(run.path / "config.json",
@@ -96,14 +94,14 @@ class Store:
         if len(rows) > 1:
             shown = ", ".join(r["id"] for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
             raise StoreError(f"run prefix '{key}' is ambiguous in {self.root}: {shown}")
-        return Run(self, rows[0])
+        return Run(self._index, self.root, rows[0])
 
     def find_runs(self, config_hash: str | None = None, status: str | Iterable[str] | None = None,
                   group: str | Iterable[str] | None = None) -> list[Run]:
         """Runs matching all given criteria (status/group: one value or several), oldest first."""
         rows = self._index.select_runs(config_hash=config_hash, status=_as_list(status),
                                        group=_as_list(group))
-        return [Run(self, r) for r in rows]
+        return [Run(self._index, self.root, r) for r in rows]
 
     def delete_run(self, run_id: str | Run) -> None:
         """Remove a run (exact id) from the index, then its folder."""
@@ -151,8 +149,6 @@ class Store:
 
         ``runs``: ids, unique prefixes or Runs (default: all); ``where``/``group`` restrict
         the runs as in :meth:`runs`. NaN values read back as NaN."""
-        import pandas as pd
-
         ids = None
         if runs is not None:
             runs = [runs] if isinstance(runs, str | Run) else runs
@@ -164,9 +160,7 @@ class Store:
         names = _as_list(names)
         rows = [] if ids == set() or names == [] else self._index.metrics(
             None if ids is None else sorted(ids), names)
-        frame = pd.DataFrame.from_records(rows, columns=METRIC_COLUMNS)
-        return frame.astype({"run": object, "step": "int64", "epoch": "float64",
-                             "name": object, "value": "float64"})
+        return metrics_frame(rows)
 
     # -- experiment checks ------------------------------------------------------------
     def write_checks(self, experiment: str, scale: str, checks: Iterable[Any]) -> None:

@@ -28,7 +28,7 @@ def cmd_sweep(args) -> int:
     result = run_sweep(sweep, store, workers=args.workers, progress=not args.quiet,
                        threads=args.threads)
     print(result)
-    return 0 if result.failed == 0 else 1
+    return 0 if result.failed + result.killed == 0 else 1
 
 
 def cmd_sweep_table(args) -> int:

@@ -12,56 +12,28 @@ So rerunning a killed sweep continues it, and rerunning a finished one does noth
 failed run is retried on every rerun. Two sweep processes on the same grid at once are not
 coordinated (both would resume the same runs); within one sweep each point is one task.
 
-Executors: ``workers=0`` trains the points one after the other in this process;
-``workers=N >= 1`` uses N worker processes (``spawn``), each with
-``torch.set_num_threads(threads or max(1, cpus // N))``, collecting results as they
-complete. An exception in one point marks its run failed (the trainer writes the
-message) and the sweep goes on; a diverged run is a result, not an error.
+The tasks go to an executor (:mod:`sgdlab.sweep.executors`): ``workers=0`` trains them in
+this process, ``workers=N >= 1`` in N worker processes; or pass ``executor=``. An
+exception in one point marks its run failed (the trainer writes the message) and the sweep
+goes on; a diverged run is a result, not an error; a worker that dies leaves its run
+"killed" (resumed by the next sweep).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-import torch
-
-from sgdlab.config import RunConfig, from_dict
-from sgdlab.store import Store
-from sgdlab.store.index import canonical_json
+from sgdlab.store import Store, config_hash
+from sgdlab.sweep.executors import Executor, InProcess, Outcome, Task, WorkerProcesses
 from sgdlab.sweep.grid import Sweep
-from sgdlab.train import resume, train
 
 DONE = ("finished", "diverged")
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """The store's ``config_hash`` of a run created from ``cfg`` (as in ``create_run``)."""
-    resolved = json.loads(json.dumps(cfg.to_dict(), allow_nan=False))
-    return hashlib.sha256(canonical_json(resolved).encode()).hexdigest()
-
-
-@dataclass
-class Task:
-    """One point of a sweep and what to do with it: ``new``, ``resume`` or ``skip``."""
-
-    index: int
-    config: RunConfig
-    config_hash: str
-    action: str
-    run_id: str | None = None  # the run resumed or skipped
-    status: str | None = None  # its status in the store
-
-
 @dataclass
 class SweepResult:
-    """Per point (in grid order): run id, status (finished, diverged, failed, skipped)
-    and message; ``resumed`` counts the points continued from a killed run."""
+    """Per point (in grid order): run id, status (finished, diverged, failed, killed,
+    skipped) and message; ``resumed`` counts the points continued from a killed run."""
 
     name: str
     run_ids: list[str | None] = field(default_factory=list)
@@ -72,11 +44,13 @@ class SweepResult:
     finished = property(lambda self: self.statuses.count("finished"))
     diverged = property(lambda self: self.statuses.count("diverged"))
     failed = property(lambda self: self.statuses.count("failed"))
+    killed = property(lambda self: self.statuses.count("killed"))
     skipped = property(lambda self: self.statuses.count("skipped"))
 
     def __str__(self) -> str:
         return (f"sweep {self.name}: {len(self.statuses)} points: {self.finished} finished, "
-                f"{self.diverged} diverged, {self.failed} failed, {self.skipped} skipped"
+                f"{self.diverged} diverged, {self.failed} failed, "
+                + (f"{self.killed} killed, " if self.killed else "") + f"{self.skipped} skipped"
                 + (f" ({self.resumed} resumed)" if self.resumed else ""))
 
 
@@ -88,7 +62,7 @@ def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
         by_hash.setdefault(h, []).append((run_id, status))  # oldest first
     tasks = []
     for i, cfg in enumerate(sweep.configs):
-        h = config_hash(cfg)
+        h = config_hash(cfg.to_dict())
         existing = by_hash.get(h, [])
         done = [r for r in existing if r[1] in DONE]
         if done:
@@ -101,13 +75,12 @@ def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
 
 
 def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = True,
-              threads: int | None = None) -> SweepResult:
+              threads: int | None = None, executor: Executor | None = None) -> SweepResult:
     """Train every point not done yet; one summary line per run unless ``progress=False``.
 
-    ``workers=0``: sequentially in this process (each run shows its progress bar on a
-    terminal); ``workers=N``: N spawned processes with ``threads`` torch threads each
-    (default: the CPUs divided among the workers); a script that uses workers needs the
-    ``if __name__ == "__main__":`` guard (spawned workers import the main module)."""
+    ``executor`` (default: :class:`InProcess` for ``workers=0``, each run showing its
+    progress bar on a terminal; :class:`WorkerProcesses` with ``threads`` torch threads each
+    for ``workers=N``) trains the tasks."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     tasks = plan_sweep(sweep, store)
@@ -118,93 +91,24 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
     if progress:
         print(f"sweep {sweep.name}: {len(tasks)} points, {len(todo)} to train "
               f"({result.resumed} resumed), {len(tasks) - len(todo)} already done", flush=True)
-
-    def record(task: Task, outcome: tuple[str | None, str, str | None]) -> None:
-        i = task.index
-        result.run_ids[i], result.statuses[i], result.messages[i] = outcome
-        if progress:
-            done = sum(s not in ("pending", "skipped") for s in result.statuses)
-            print(_summary_line(store, task, *outcome, f"[{done}/{len(todo)}]"), flush=True)
-
     if not todo:
         return result
-    if workers == 0:
-        for task in todo:
-            record(task, _run_task(task, store, None if progress else False))
-        return result
-    threads = threads or max(1, _cpu_count() // workers)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads, initargs=(threads,))
-    try:
-        futures = {pool.submit(_work, str(store.root), t.config.to_dict(), t.config_hash,
-                               t.action, t.run_id): t for t in todo}
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker was killed (out of memory, signal)...
-                why = ("worker process died" if isinstance(exc, BrokenProcessPool)
-                       else type(exc).__name__)
-                outcome = (task.run_id or _created_run(store, task.config_hash), "failed",
-                           f"{why}: {exc}".splitlines()[0][:500])
-            record(task, outcome)
-    except BaseException:  # Ctrl-C: stop now; the runs left running resume next time
-        _stop(pool)
-        raise
-    pool.shutdown()
+    if executor is None:
+        executor = (InProcess(None if progress else False) if workers == 0
+                    else WorkerProcesses(workers, threads))
+    with executor:  # Ctrl-C: the executor stops; runs left running resume next time
+        for task, outcome in executor.run(todo, store):
+            i = task.index
+            result.run_ids[i], result.statuses[i] = outcome.run_id, outcome.status
+            result.messages[i] = outcome.message
+            if progress:
+                done = sum(s not in ("pending", "skipped") for s in result.statuses)
+                print(_summary_line(store, task, outcome, f"[{done}/{len(todo)}]"), flush=True)
     return result
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel what is queued and terminate the workers (a worker survives a
-    KeyboardInterrupt in its task and would go on with the next queued point)."""
-    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-
-
-# -- one point -------------------------------------------------------------------------
-def _run_task(task: Task, store: Store, progress: bool | None
-              ) -> tuple[str | None, str, str | None]:
-    """Train or resume one point; (run id, status, message), never raises an Exception."""
-    try:
-        if task.action == "resume":
-            run = resume(store, task.run_id, progress=progress)
-        else:
-            run = train(task.config, store, progress=progress)
-        return run.id, run.status, run.message
-    except Exception as exc:  # the trainer has marked the run failed (if it was created)
-        message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
-        return task.run_id or _created_run(store, task.config_hash), "failed", message
-
-
-def _work(root: str, config: dict, config_hash_: str, action: str, run_id: str | None):
-    """Entry point of a worker process."""
-    task = Task(-1, from_dict(config).check(), config_hash_, action, run_id)
-    return _run_task(task, Store(root), progress=False)
-
-
-def _created_run(store: Store, config_hash_: str) -> str | None:
-    """The newest run with this config hash (the one a failed ``train`` created), if any."""
-    runs = store.find_runs(config_hash=config_hash_)
-    return runs[-1].id if runs else None
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _summary_line(store: Store, task: Task, run_id: str | None, status: str,
-                  message: str | None, prefix: str) -> str:
+def _summary_line(store: Store, task: Task, outcome: Outcome, prefix: str) -> str:
+    run_id, status, message = outcome.run_id, outcome.status, outcome.message
     parts = [prefix, f"{status:<8}", run_id or task.config.name]
     if run_id is not None:
         acc = store.metrics(runs=[run_id], names=["test/acc"])

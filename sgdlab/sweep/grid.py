@@ -45,6 +45,7 @@ from typing import Any
 
 from sgdlab.config import RunConfig, apply_overrides, from_dict, parse_override, read_config_file
 from sgdlab.errors import ConfigError
+from sgdlab.train.validate import validate
 
 GRID_KEYS = ("name", "base", "seeds", "product", "zip")
 RESERVED = ("name", "group")  # set by the sweep, never swept
@@ -128,7 +129,7 @@ def make_sweep(grid: dict, base_dir: str | Path = ".",
         run_name = _run_name(name, [(short[k], v) for k, v in point.items()])
         data = apply_overrides(base, {**point, "name": run_name, "group": name})
         try:
-            cfg = from_dict(data).check()
+            cfg = validate(from_dict(data))
         except ConfigError as exc:
             fail(_attribute(str(exc), where, point, base))
         key = json.dumps({**cfg.to_dict(), "name": ""}, sort_keys=True)
@@ -270,7 +271,7 @@ def _attribute(msg: str, where: dict[str, str], point: dict[str, Any], base: dic
             return f"{label}{field_name[len(key):]}:{rest}" if sep else msg
     if not any(key in msg for key in point):
         try:
-            from_dict(base).check()
+            validate(from_dict(base))
         except ConfigError as exc:
             if str(exc) == msg:  # the base (file, inline fields, --set) alone is wrong
                 return msg

@@ -17,17 +17,19 @@ import torch
 from sgdlab.config import RunConfig, from_dict
 from sgdlab.data import DataBundle, iterate_batches, load_data
 from sgdlab.errors import ConfigError, SgdlabError
+from sgdlab.evaluation import evaluate
+from sgdlab.losses import make_loss
 from sgdlab.models import build_model, count_parameters
 from sgdlab.optim import build_optimizer
 from sgdlab.optim.schedules import batch_size_at, lr_factor
 from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
+from sgdlab.sinks import RunInfo, Sink, Sinks, StoreSink
 from sgdlab.store import Run, Store
 from sgdlab.train.environment import environment, last_session, session_alive, sessions_of
-from sgdlab.train.evaluate import evaluate
-from sgdlab.train.losses import make_loss
 from sgdlab.train.progress import Progress
+from sgdlab.train.validate import validate
 
 FLUSH_EVERY = 64  # steps between metric flushes (and divergence checks on GPU)
 
@@ -65,7 +67,8 @@ class Plan:
 class Trainer:
     """One run's model, optimizer, data and probes; :meth:`fit` trains to the end."""
 
-    def __init__(self, cfg: RunConfig, probes=None, progress: bool | None = None) -> None:
+    def __init__(self, cfg: RunConfig, probes=None, progress: bool | None = None,
+                 sinks: list[Sink] | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dtype = getattr(torch, cfg.dtype)
@@ -91,7 +94,9 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.progress = progress
+        self.extra_sinks = list(sinks or [])
         self.run: Run | None = None
+        self.sinks = Sinks([])
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []
         self.diverged_at: int | None = None
 
@@ -120,23 +125,26 @@ class Trainer:
 
     def checkpoint(self) -> None:
         self.flush()
+        self.sinks.flush()
         self.run.save_checkpoint(self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
 
     # -- logging -------------------------------------------------------------------------
-    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log(self, metrics: dict[str, float]) -> None:
         self.flush()
-        self.run.log(self.step if step is None else step, metrics, epoch=self.epoch)
+        self.sinks.log([(self.step, self.epoch, metrics)])
 
     def flush(self) -> None:
-        """Write buffered batch losses (one GPU sync); remember the first non-finite one."""
+        """Emit buffered batch losses (one GPU sync); remember the first non-finite one."""
         if not self._pending:
             return
         losses = torch.stack([loss for _, _, loss, _ in self._pending]).double().cpu().tolist()
+        records = []
         for (step, epoch, _, lr), value in zip(self._pending, losses):
-            self.run.log(step, {"train/batch_loss": value, "lr": lr}, epoch=epoch)
+            records.append((step, epoch, {"train/batch_loss": value, "lr": lr}))
             if self.diverged_at is None and not math.isfinite(value):
                 self.diverged_at = step
         self._pending.clear()
+        self.sinks.log(records)
 
     def record(self, hook: str, probes) -> None:
         for probe, result in self.probes.call(hook, probes, self.ctx):
@@ -145,7 +153,7 @@ class Trainer:
                 self.log({f"{probe.name}/{k}": v for k, v in scalars.items()})
             if arrays:  # one array file per probe, hook and step
                 name = probe.name if hook == "measure" else f"{probe.name}.{hook}"
-                self.run.save_arrays(name, self.step, arrays)
+                self.sinks.log_arrays(name, self.step, arrays)
 
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg.train
@@ -160,34 +168,34 @@ class Trainer:
         self.run = run
         cfg, plan = self.cfg, self.plan
         state = run.load_checkpoint() if resume else None
-        if resume:
-            run.set_status("running")
         if state is not None:
             self.load_state_dict(state)
-            run.truncate_metrics(self.step)
-            run.truncate_arrays(self.step)
-        else:  # a fresh start, also for a run killed before its first checkpoint
-            run.truncate_metrics(-1)
-            run.truncate_arrays(-1)
-            self.log({"n_params": self.n_params, "n_train": self.data.n_train})
-            self.record("on_train_start", self.probes.probes)
-            self.evaluate()
-        sessions = sessions_of(run) if state is not None else []
-        run.write_json("environment", {"sessions": [*sessions,
-                                                    environment(self.device, self.step)]})
-        bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
-        bar.update(self.step)
-        self.model.train()
+        self.sinks = Sinks([StoreSink(run), *self.extra_sinks])
         try:
-            status = self._loop(bar)
+            self.sinks.start(RunInfo(run.id, run.name, run.group, run.config, run.path),
+                             self.step)
+            if state is None:  # a fresh start, also for a run killed before its first checkpoint
+                self.log({"n_params": self.n_params, "n_train": self.data.n_train})
+                self.record("on_train_start", self.probes.probes)
+                self.evaluate()
+            sessions = sessions_of(run) if state is not None else []
+            run.write_json("environment", {"sessions": [*sessions,
+                                                        environment(self.device, self.step)]})
+            bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
+            bar.update(self.step)
+            self.model.train()
+            try:
+                status = self._loop(bar)
+            finally:
+                bar.close()
         except BaseException as exc:
             self.flush()
             reason = ("interrupted" if isinstance(exc, KeyboardInterrupt)
                       else f"{type(exc).__name__}: {exc}")
-            run.set_status("failed", message=reason.splitlines()[0][:500])
+            self.sinks.end("failed", self.step, reason.splitlines()[0][:500])
             raise
         finally:
-            bar.close()
+            self.sinks.close()
         return status
 
     def _loop(self, bar: Progress) -> str:
@@ -249,11 +257,11 @@ class Trainer:
     def _before_update(self, due, refresh, x, y) -> None:
         ctx = self.ctx
         ctx.step, ctx.epoch, ctx.batch = self.step, self.epoch, (x, y)
-        ctx.shared.clear()
+        ctx.new_step()
         if refresh:  # NSGD first, with exactly its own request and generator, so that probes
             # cannot change its trajectory; probes then reuse its eigenpairs where they can
             with isolated(self.model):
-                self.optimizer.refresh(ctx)
+                self.optimizer.refresh(ctx.eigs)
         if due:
             params = [p for p in self.model.parameters() if p.requires_grad]
             ctx.batch_grad = torch.cat([
@@ -273,21 +281,21 @@ class Trainer:
     def _diverged(self) -> str:
         self.flush()
         step = self.diverged_at
-        self.run.set_status("diverged", diverged_step=step,
-                            message=f"non-finite loss at step {step}")
+        self.sinks.end("diverged", step, f"non-finite loss at step {step}")
         return "diverged"
 
     def _finish(self) -> str:
         ctx = self.ctx
         ctx.step, ctx.epoch, ctx.batch = self.step, self.epoch, None
         ctx.batch_grad = ctx.planned_update = None
-        ctx.shared.clear()
+        ctx.new_step()
         self.record("measure", self.probes.due(self.step, True))  # at the final parameters
         self.record("on_train_end", self.probes.probes)
         self.flush()
         self.run.save_tensors("final", {k: v.detach().cpu().contiguous()
                                         for k, v in self.model.state_dict().items()})
-        self.run.set_status("finished")
+        self.sinks.flush()
+        self.sinks.end("finished", self.step)
         return "finished"
 
 
@@ -296,16 +304,19 @@ def plan_len(n_train: int, batch_size: int) -> int:
     return n_train // batch_size
 
 
-def train(cfg: RunConfig, store: Store, probes=None, progress: bool | None = None) -> Run:
-    """Validate, create the run in ``store``, train it; returns the run (status set)."""
-    cfg.check()
-    trainer = Trainer(cfg, probes, progress)  # raises SgdlabError before anything is written
+def train(cfg: RunConfig, store: Store, probes=None, progress: bool | None = None,
+          sinks: list[Sink] | None = None) -> Run:
+    """Validate, create the run in ``store``, train it; returns the run (status set).
+    ``sinks`` receive everything the store does (:mod:`sgdlab.sinks`)."""
+    validate(cfg)
+    trainer = Trainer(cfg, probes, progress, sinks)  # raises SgdlabError before anything is written
     run = store.create_run(cfg.to_dict(), name=cfg.name, group=cfg.group or None)
     trainer.fit(run)
     return run
 
 
-def resume(store: Store, run_id: str, probes=None, progress: bool | None = None) -> Run:
+def resume(store: Store, run_id: str, probes=None, progress: bool | None = None,
+           sinks: list[Sink] | None = None) -> Run:
     """Continue a killed or failed run from its last checkpoint, on the same trajectory."""
     run = store.get_run(run_id)
     if run.status in ("finished", "diverged"):
@@ -313,8 +324,8 @@ def resume(store: Store, run_id: str, probes=None, progress: bool | None = None)
     if run.status == "running" and (last := last_session(run)) and session_alive(last):
         raise SgdlabError(f"run {run.id} is still running (pid {last['pid']}); "
                           "resume it after that process ends")
-    cfg = from_dict(run.config).check()
-    trainer = Trainer(cfg, probes, progress)
+    cfg = validate(from_dict(run.config))
+    trainer = Trainer(cfg, probes, progress, sinks)
     trainer.fit(run, resume=True)
     return run
 

@@ -1,4 +1,5 @@
-"""Evaluation on train, test, and the clean and corrupted training examples."""
+"""Evaluation on train, test, and the clean and corrupted training examples (used by the
+trainer and by probes, so it sits below both)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from sgdlab.train.losses import accuracy_counts, per_example_loss
+from sgdlab.losses import accuracy_counts, per_example_loss
 
 
 @contextlib.contextmanager

@@ -1,0 +1,84 @@
+"""Executors: the interface fits one that takes every point at once; a worker process that
+dies leaves its run killed, a new worker takes the rest, and the rerun resumes it."""
+
+import os
+import signal
+import threading
+import time
+
+from test_sweep import TINY, final_metrics, tiny_sweep
+
+from sgdlab.sweep import Executor, InProcess, WorkerProcesses, run_sweep
+from sgdlab.sweep.executors import run_task
+
+
+class AllAtOnce(Executor):
+    """Takes every task before training any, and reports them last to first: an ensemble
+    executor's shape (several points at once, outcomes in any order)."""
+
+    name = "all-at-once"
+
+    def __init__(self):
+        self.seen, self.closed = [], False
+
+    def run(self, tasks, store):
+        self.seen = [t.index for t in tasks]
+        outcomes = [(t, run_task(t, store)) for t in tasks]
+        yield from reversed(outcomes)
+
+    def close(self):
+        self.closed = True
+
+
+def test_an_executor_taking_every_point_at_once_fits_the_interface(store, tmp_path):
+    from sgdlab.store import Store
+
+    sweep = tiny_sweep(product={"optim.lr": [0.05, 0.1, 0.2]})
+    executor = AllAtOnce()
+    result = run_sweep(sweep, store, progress=False, executor=executor)
+    assert executor.seen == [0, 1, 2] and executor.closed
+    assert result.statuses == ["finished"] * 3
+    names = store.runs(group="s").set_index("id")["name"]
+    assert [names[r] for r in result.run_ids] == [c.name for c in sweep.configs]  # grid order
+    reference = Store(tmp_path / "ref")
+    run_sweep(sweep, reference, progress=False, executor=InProcess(progress=False))
+    assert final_metrics(store, "s") == final_metrics(reference, "s")
+
+
+def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, tmp_path):
+    from sgdlab.store import Store
+
+    sweep = tiny_sweep(product={"optim.lr": [0.01, 0.02]}, optim={"batch_size": 8},
+                       train={**TINY["train"], "epochs": 4, "checkpoint_every": 100})
+    killed = []
+
+    def kill_first_run_after_its_checkpoint():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            for env in store.root.glob("runs/*lr-0.01*/environment.json"):
+                ckpts = list(env.parent.glob("checkpoints/step_*.pt"))
+                if ckpts:
+                    import json
+
+                    pid = json.loads(env.read_text())["sessions"][-1]["pid"]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_run_after_its_checkpoint)
+    killer.start()
+    result = run_sweep(sweep, store, progress=False, executor=WorkerProcesses(1, threads=1))
+    killer.join()
+    assert killed and killed[0] != os.getpid()
+    assert result.statuses == ["killed", "finished"]  # a new worker trained the second point
+    assert "worker process died" in result.messages[0] and result.run_ids[0]
+    assert store.get_run(result.run_ids[0]).status == "running"
+
+    again = run_sweep(sweep, store, progress=False)
+    assert (again.resumed, again.finished, again.skipped) == (1, 1, 1)
+    assert again.run_ids == result.run_ids
+    reference = Store(tmp_path / "ref")
+    run_sweep(sweep, reference, progress=False)
+    assert final_metrics(store, "s") == final_metrics(reference, "s")
+
