@@ -1,0 +1,154 @@
+"""The layers' floors (docs/architecture.md), read from the source: every ``import`` and
+``from ... import`` statement (module level or inside a function) and every
+``importlib.import_module("...")`` with a literal name counts as an import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "sgdlab"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The sgdlab modules ``path`` imports: ``from a.b import c`` is ``a.b.c`` when that is a
+    module, else ``a.b``."""
+    tree = ast.parse(path.read_text())
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found: set[str] = set()
+
+    def add(name: str) -> None:
+        if name == "sgdlab" or name.startswith("sgdlab."):
+            found.add(name)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                add(full if full in modules else base)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            add(node.args[0].value)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+              and node.args and isinstance(node.args[0], ast.JoinedStr)):
+            # f"sgdlab.pkg.{name}": an import of the package's modules, all of them
+            head = node.args[0].values[0]
+            if isinstance(head, ast.Constant) and str(head.value).startswith("sgdlab."):
+                prefix = str(head.value)
+                found.update(m for m in modules if m.startswith(prefix) and m != prefix)
+    found.discard(here)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    paths = sorted(ROOT.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports_of(p, modules) for p in paths}
+
+
+GRAPH = graph()
+
+
+def _in(module: str, layer: str) -> bool:
+    return module == layer or module.startswith(layer + ".")
+
+
+def offenders(layer: str, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(f"{m} imports {t}" for m, targets in GRAPH.items() if _in(m, layer)
+                  for t in targets if any(_in(t, f) for f in forbidden))
+
+
+@pytest.mark.parametrize("layer", ["sgdlab.probes", "sgdlab.curvature", "sgdlab.store",
+                                   "sgdlab.report", "sgdlab.landscape", "sgdlab.dynamics"])
+def test_lower_layers_never_import_the_trainer(layer):
+    assert offenders(layer, ("sgdlab.train",)) == []
+
+
+def test_report_reads_the_store_only():
+    assert offenders("sgdlab.report", ("sgdlab.train", "sgdlab.sweep",
+                                       "sgdlab.experiments")) == []
+
+
+@pytest.mark.parametrize("layer", ["sgdlab.curvature", "sgdlab.landscape", "sgdlab.dynamics"])
+def test_numerical_layers_stand_alone(layer):
+    allowed = {"sgdlab.errors", "sgdlab.curvature"} | {layer}
+    bad = sorted(f"{m} imports {t}" for m, targets in GRAPH.items() if _in(m, layer)
+                 for t in targets if not any(_in(t, a) for a in allowed) and t != "sgdlab")
+    assert bad == []
+
+
+def test_config_and_models_do_not_import_each_other_in_a_circle():
+    assert offenders("sgdlab.config", ("sgdlab.models", "sgdlab.data", "sgdlab.probes")) == []
+
+
+def test_no_import_cycles():
+    """Tarjan's strongly connected components over the module graph: none has two modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH.get(v, ()):
+            if w not in GRAPH:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+def test_the_checker_sees_local_and_dynamic_imports(tmp_path):
+    """A test that cannot fail is a defect: the parser must find each kind of import."""
+    src = tmp_path / "sgdlab" / "probes"
+    src.mkdir(parents=True)
+    path = src / "x.py"
+    path.write_text("import importlib\n"
+                    "def f():\n    from sgdlab.train.loop import train\n"
+                    "    importlib.import_module('sgdlab.sweep')\n"
+                    "from . import base\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path / "sgdlab"
+    try:
+        found = imports_of(path, {"sgdlab.probes.base", "sgdlab.train.loop"})
+    finally:
+        ROOT = saved
+    assert found == {"sgdlab.train.loop", "sgdlab.sweep", "sgdlab.probes.base"}
