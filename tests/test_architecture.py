@@ -152,3 +152,34 @@ def test_the_checker_sees_local_and_dynamic_imports(tmp_path):
     finally:
         ROOT = saved
     assert found == {"sgdlab.train.loop", "sgdlab.sweep", "sgdlab.probes.base"}
+
+
+def test_version_and_curated_names_without_importing_torch():
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    code = ("import sys, sgdlab; print(sgdlab.__version__); print('torch' in sys.modules); "
+            "print(callable(sgdlab.hessian_eigs), callable(sgdlab.train), "
+            "sgdlab.Store.__name__, callable(sgdlab.run_experiment))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == importlib.metadata.version("sgdlab")
+    assert out[1] == "False"  # importing sgdlab alone stays light
+    assert out[2] == "True True Store True"
+
+
+def test_names_used_before_the_options_object_keep_working():
+    import torch
+
+    from sgdlab.curvature import curvature_operator, hessian_eigs, hessian_trace
+    from sgdlab.testing import dense_hessian, eigh, make_case
+
+    c = make_case("mlp_ce")
+    top = eigh(dense_hessian(c.model, c.loss_fn, c.data))[0][:2]
+    res = hessian_eigs(c.model, c.loss_fn, c.data, k=2, tol=1e-10, matrix="hessian",
+                       chunk_size=7, memory_budget=1 << 30, block_size=2)
+    assert torch.allclose(res.values, top, rtol=1e-8)
+    op = curvature_operator(c.model, c.loss_fn, c.data, matrix="ggn", chunk_size=5)
+    assert op.options.chunk_size == 5
+    assert hessian_trace(c.model, c.loss_fn, c.data, block_size=4, max_products=64).products
