@@ -59,7 +59,7 @@ def load_trained(ctx, run_id: str):
     from sgdlab.config import from_dict
     from sgdlab.data import load_data
     from sgdlab.models import build_model
-    from sgdlab.train.losses import make_loss
+    from sgdlab.train import make_loss  # the same name before and after losses moved
 
     run = ctx.run(run_id)
     cfg = from_dict(run.config)
