@@ -116,9 +116,11 @@ def _class_check(t: pd.DataFrame) -> Check:
     for r in t[t["status"] == "finished"].itertuples():
         w, b = r.cos_within_series, r.cos_between_series
         gap = (w[:, 1] - b[:, 1])[w[:, 0] > 0]
+        if not len(gap):
+            continue
         test_gap = r.test["cos_within"] - r.test["cos_between"]
-        worst = min(worst, float(gap.min()) if len(gap) else math.inf, test_gap)
-        ok.append(bool(len(gap) and (gap > 0).all() and test_gap > 0))
+        worst = min(worst, float(gap.min()), test_gap)
+        ok.append(bool((gap > 0).all() and test_gap > 0))
         parts.append(f"η={r.lr:g} s{r.seed}: train min gap {gap.min():.3f}, end "
                      f"{w[-1, 1]:.3f} vs {b[-1, 1]:.3f}; test {r.test['cos_within']:.3f} vs "
                      f"{r.test['cos_between']:.3f}")
