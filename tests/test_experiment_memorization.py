@@ -26,8 +26,11 @@ def test_grid():
     for scale in EXPERIMENT.scales:
         sc, cfgs = SCALES[scale], EXPERIMENT.configs(scale)
         assert len({c["name"] for c in cfgs}) == len(cfgs)
+        sweep = [c for c in cfgs if "label_noise" in c["data"] and not c["model"].get("dropout")
+                 and not c["optim"].get("weight_decay") and c["optim"]["lr"] == sc["lr"]]
+        assert len(sweep) == len(sc["noise"]) * len(sc["seeds"])
         assert all(c["probes"][0]["name"] == "csr" and c["probes"][0]["split"] == "test"
-                   for c in cfgs)
+                   for c in sweep)
         noise = {c["data"]["label_noise"] for c in cfgs if c["data"].get("input_corruption")
                  is None}
         assert min(noise) == 0 and max(noise) == 1
