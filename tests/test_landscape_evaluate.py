@@ -112,7 +112,7 @@ def test_points_as_state_dicts_and_modules():
 def test_bad_input_is_one_line_naming_the_argument():
     model, loss_fn, data = relu_mlp()
     P = Layout.of(model).dim
-    with pytest.raises(LandscapeError, match=r"points: expected shape \(m, %d\)" % P):
+    with pytest.raises(LandscapeError, match=rf"points: expected shape \(m, {P}\)"):
         evaluate_points(model, loss_fn, data, torch.zeros(2, P + 1, dtype=torch.float64))
     wrong = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     with pytest.raises(LandscapeError, match=r"points\[0\]: parameter '0.weight' has shape"):

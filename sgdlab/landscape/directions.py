@@ -118,7 +118,8 @@ def normalize(direction: Tensor, center: Tensor, layout: Layout, normalization: 
             parts.append(dp * _ratio(tp.norm(), dp.norm()))
             continue
         dims = tuple(range(1, dp.ndim))
-        scale = _ratio(tp.norm(dim=dims, keepdim=True), dp.norm(dim=dims, keepdim=True))
+        scale = _ratio(torch.linalg.vector_norm(tp, dim=dims, keepdim=True),
+                       torch.linalg.vector_norm(dp, dim=dims, keepdim=True))
         parts.append(dp * scale)
     return torch.cat([p.reshape(-1) for p in parts])
 
