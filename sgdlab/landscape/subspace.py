@@ -82,7 +82,8 @@ def projection_matrix(dim: int, d: int, kind: str = "dense", *, seed: int = 0,
         cols.append(torch.full_like(idx, j))
         vals.append(signs / math.sqrt(len(idx)))
     index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    mat = torch.sparse_coo_tensor(index, torch.cat(vals), (dim, d)).coalesce()
+    mat = torch.sparse_coo_tensor(index, torch.cat(vals), (dim, d), check_invariants=True)
+    mat = mat.coalesce()
     return mat.to(dtype=dtype, device=device)
 
 
