@@ -13,6 +13,7 @@ from sgdlab.landscape import (
     evaluate_points,
     intrinsic_dimension,
     projection_matrix,
+    subspace_sweep,
     train_subspace,
 )
 from sgdlab.landscape.training import batch_indices
@@ -114,3 +115,20 @@ def test_batch_indices_are_epochs_of_a_seeded_permutation():
     assert all(torch.equal(a, b) for a, b in zip(idx, expect))
     assert list(batch_indices(10, None, 2, 0)) == [None, None]
     assert np.all([i is None for i in batch_indices(10, 50, 3, 0)])
+
+
+def test_a_sweep_over_d_uses_one_start_and_the_full_space_run_as_baseline():
+    model, loss_fn, data = relu_mlp()
+    opts = dict(steps=30, lr=0.1, momentum=0.9, batch_size=8, batch_seed=3)
+    res, runs, base = subspace_sweep(model, loss_fn, data, [2, 8, 30], eval_data=data,
+                                     seed=5, **opts)
+    assert [r.d for r in runs] == [2, 8, 30] and base.projection == "identity"
+    assert base.d == Layout.of(model).dim
+    assert len({r.start_norm for r in [*runs, base]}) == 1
+    ref = _plain_sgd(model, loss_fn, data, **opts)
+    (ref_acc,) = evaluate_points(model, loss_fn, data, [ref])[1]
+    assert base.eval_accuracy == ref_acc
+    again = intrinsic_dimension([2, 8, 30], [r.eval_accuracy for r in runs], ref_acc)
+    assert (res.d_int, res.baseline) == (again.d_int, again.baseline)
+    with pytest.raises(LandscapeError, match="eval_data: needed"):
+        subspace_sweep(model, loss_fn, data, [2])

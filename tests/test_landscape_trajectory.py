@@ -9,6 +9,7 @@ from sgdlab.landscape import (
     LandscapeError,
     Layout,
     colander_envelope,
+    colander_points,
     loss_slice,
     sharpness_at,
     trajectory_pca,
@@ -92,3 +93,14 @@ def test_sharpness_at_points_of_linear_regression_is_the_top_eigenvalue_of_h():
     lam = sharpness_at(model, loss_fn, data, pts, k=2, tol=1e-10)
     top = np.linalg.eigvalsh(H.numpy())[::-1][:2]
     np.testing.assert_allclose(lam, np.tile(top, (3, 1)), rtol=1e-9)
+
+
+def test_colander_points_pair_each_points_loss_with_its_sharpness():
+    model, loss_fn, data, H, w_star, exact = linear_regression()
+    runs = [torch.stack([w_star + 1.0, w_star]), torch.stack([w_star - 0.5, w_star + 0.1,
+                                                              w_star])]
+    pts = colander_points(model, loss_fn, data, runs, tol=1e-10)
+    assert list(pts.trajectory) == [0, 0, 1, 1, 1] and list(pts.step) == [0, 1, 0, 1, 2]
+    np.testing.assert_allclose(pts.loss, [exact(p) for r in runs for p in r], rtol=1e-12)
+    np.testing.assert_allclose(pts.sharpness, np.linalg.eigvalsh(H.numpy())[-1], rtol=1e-9)
+    assert pts.envelope(levels=[1e9]).counts[0] == 5

@@ -26,7 +26,13 @@ Random subspaces (Li et al. 2018, intrinsic dimension) and trajectories::
     colander_envelope(losses, lambda_max)
 """
 
-from sgdlab.landscape.colanders import ColanderEnvelope, colander_envelope, sharpness_at
+from sgdlab.landscape.colanders import (
+    ColanderEnvelope,
+    ColanderPoints,
+    colander_envelope,
+    colander_points,
+    sharpness_at,
+)
 from sgdlab.landscape.curves import (
     Connector,
     Curve,
@@ -60,12 +66,14 @@ from sgdlab.landscape.subspace import (
     SubspaceRun,
     intrinsic_dimension,
     projection_matrix,
+    subspace_sweep,
     train_subspace,
 )
 from sgdlab.landscape.trajectory import TrajectoryPCA, trajectory_pca, trajectory_plane
 
 __all__ = [
     "ColanderEnvelope",
+    "ColanderPoints",
     "Connector",
     "Curve",
     "Directions",
@@ -78,6 +86,7 @@ __all__ = [
     "SubspaceRun",
     "TrajectoryPCA",
     "colander_envelope",
+    "colander_points",
     "connector_values",
     "curve_values",
     "evaluate_path",
@@ -99,6 +108,7 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "step_direction",
+    "subspace_sweep",
     "train_connector",
     "train_curve",
     "train_subspace",

@@ -82,3 +82,36 @@ def sharpness_at(model: nn.Module, loss_fn: LossFn, data: Data, points, *,
         res = hessian_eigs(model_at(model, row, layout), loss_fn, data, k=int(k), **eig_options)
         out[i] = res.values.cpu().numpy()[: int(k)]
     return out
+
+
+@dataclass
+class ColanderPoints:
+    """Loss and λ_max at every point of several trajectories, with where each came from."""
+
+    loss: np.ndarray
+    sharpness: np.ndarray
+    trajectory: np.ndarray
+    step: np.ndarray
+
+    def envelope(self, levels: Sequence[float] | None = None,
+                 num_levels: int = 20) -> ColanderEnvelope:
+        return colander_envelope(self.loss, self.sharpness, levels, num_levels)
+
+
+def colander_points(model: nn.Module, loss_fn: LossFn, data: Data, trajectories,
+                    **eig_options) -> ColanderPoints:
+    """Loss (batched evaluation, eval mode) and λ_max (:func:`sharpness_at`) at every point
+    of ``trajectories`` (a list of point blocks, one per run)."""
+    from sgdlab.landscape.evaluate import PointEvaluator
+
+    ev = PointEvaluator(model, loss_fn, data)
+    losses, lams, traj, steps = [], [], [], []
+    for i, points in enumerate(trajectories):
+        block = ev.layout.block(points, f"trajectories[{i}]")
+        losses.append(ev(block)[0])
+        lams.append(sharpness_at(model, loss_fn, data, block, layout=ev.layout, k=1,
+                                 **eig_options)[:, 0])
+        traj.append(np.full(len(block), i))
+        steps.append(np.arange(len(block)))
+    return ColanderPoints(np.concatenate(losses), np.concatenate(lams), np.concatenate(traj),
+                          np.concatenate(steps))

@@ -249,7 +249,6 @@ class PointEvaluator:
                         vmap(lambda p, b, x=x: self._call(p, x, b), in_dims=(pdims, bdims))(
                             params, bufs
                         )
-                bdims = {n: d for n, d in bdims.items()}
             with _eval_mode(self.model):
                 for x, y in self.batches:
                     for xs, ys in zip(x.split(e), y.split(e)):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from sgdlab.landscape.errors import LandscapeError
 from sgdlab.landscape.evaluate import PointEvaluator
-from sgdlab.landscape.layout import Data, LossFn, Point
+from sgdlab.landscape.layout import Data, Layout, LossFn, Point
 from sgdlab.landscape.training import PointLoss, batch_indices
 
 PROJECTIONS = ("dense", "sparse", "orthogonal", "identity")
@@ -197,3 +197,26 @@ def intrinsic_dimension(dims: Sequence[int], accuracy: Sequence[float], baseline
         interp = float(dims_a[i - 1] + (target - acc[i - 1]) / (acc[i] - acc[i - 1])
                        * (dims_a[i] - dims_a[i - 1]))
     return IntrinsicDimension(dims_a, acc, float(baseline), float(fraction), int(dims_a[i]), interp)
+
+
+def subspace_sweep(model: nn.Module, loss_fn: LossFn, data: Data, dims: Sequence[int], *,
+                   eval_data: Data | None = None, fraction: float = 0.9,
+                   metric: str = "eval_accuracy", baseline: SubspaceRun | None = None,
+                   **train_options) -> tuple[IntrinsicDimension, list[SubspaceRun], SubspaceRun]:
+    """Accuracy against d: one :func:`train_subspace` run per d (same options, start and
+    minibatches), the full-space baseline (``projection="identity"``, unless given) and
+    d_int at ``fraction`` of it, on ``metric`` ("eval_accuracy" — needs ``eval_data`` —
+    or "train_accuracy")."""
+    if metric not in ("eval_accuracy", "train_accuracy"):
+        raise LandscapeError(f"metric: must be 'eval_accuracy' or 'train_accuracy', got {metric!r}")
+    if metric == "eval_accuracy" and eval_data is None:
+        raise LandscapeError("eval_data: needed for metric='eval_accuracy'")
+    runs = [train_subspace(model, loss_fn, data, d, eval_data=eval_data, **train_options)
+            for d in dims]
+    if baseline is None:
+        full = dict(train_options, projection="identity")
+        baseline = train_subspace(model, loss_fn, data, Layout.of(model).dim,
+                                  eval_data=eval_data, **full)
+    res = intrinsic_dimension([r.d for r in runs], [getattr(r, metric) for r in runs],
+                              getattr(baseline, metric), fraction)
+    return res, runs, baseline
