@@ -104,7 +104,10 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", type=Path, default=DATA)
-    p.add_argument("--methods", default="sgdlab,loop,loss-landscapes")
+    p.add_argument("--methods", default="sgdlab,loop,loss-landscapes",
+                   help="also: 'sgdlab no vmap' (one point per pass)")
+    p.add_argument("--budgets", default="",
+                   help="extra sgdlab rows at these memory budgets in MB, e.g. 8,128,1024")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -126,6 +129,7 @@ def main(argv=None) -> dict:
     d1, d2 = step * dirs[0], step * dirs[1]
     points = points_along(corner, torch.stack([d1, d2]), serpentine_coordinates(s))
     methods = [m for m in args.methods.split(",") if m]
+    methods[1:1] = [f"sgdlab {mb} MB" for mb in args.budgets.split(",") if mb]
     if "loss-landscapes" in methods:
         try:
             import loss_landscapes  # noqa: F401
@@ -135,11 +139,27 @@ def main(argv=None) -> dict:
     ev = PointEvaluator(model, F.cross_entropy, (x, y))
     chunks = ev.chunks(len(points))
     log(f"{len(points)} points, P = {layout.dim}, sgdlab chunks (points, examples) = {chunks}")
+    budgeted = {mb: PointEvaluator(model, F.cross_entropy, (x, y), memory_budget=int(mb) << 20)
+                for mb in args.budgets.split(",") if mb}
+    unbatched = PointEvaluator(model, F.cross_entropy, (x, y), batched=False)
+    for mb, e in budgeted.items():
+        log(f"  at {mb} MB: chunks {e.chunks(len(points))}")
     run = {
         "sgdlab": lambda: ev(points)[0],
+        **{f"sgdlab {mb} MB": (lambda e=budgeted[mb]: e(points)[0]) for mb in budgeted},
         "loop": lambda: state_dict_loop(model, layout, points, x, y),
         "loss-landscapes": lambda: loss_landscapes_plane(model, layout, corner, d1, d2, s, x, y),
+        "sgdlab no vmap": lambda: unbatched(points)[0],
     }
+    warm = {  # untimed first calls (vmap set-up, allocator, caches) on a few points
+        "sgdlab": lambda: ev(points[:4]),
+        "loop": lambda: state_dict_loop(model, layout, points[:4], x, y),
+        "loss-landscapes": lambda: loss_landscapes_plane(model, layout, corner, d1, d2, 2, x, y),
+        **{f"sgdlab {mb} MB": (lambda e=budgeted[mb]: e(points[:4])) for mb in budgeted},
+        "sgdlab no vmap": lambda: unbatched(points[:4]),
+    }
+    for m in methods:
+        warm[m]()
     seconds = {m: [] for m in methods}
     values = {}
     for rep in range(args.reps):
