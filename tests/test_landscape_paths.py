@@ -182,3 +182,21 @@ def test_curves_and_connectors_save_and_bad_options_fail(tmp_path):
     before = copy.deepcopy(model.state_dict())
     evaluate_points(model, loss_fn, data, [w1])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_line_drawn_beyond_its_ends_keeps_the_barrier_of_the_segment():
+    model, data, A, _, _, q = quadratic(indefinite=True)
+    a = vec(model)
+    b = a + 2.0 * q[:, 0]
+    inner = interpolate(model, mean_out, data, a, b, ts=np.linspace(0, 1, 11))
+    wide = interpolate(model, mean_out, data, a, b, ts=np.linspace(-0.5, 1.5, 21))
+    dAd = float((b - a) @ A @ (b - a))
+    t, (La, Lb) = wide.ts, wide.endpoint_loss
+    np.testing.assert_allclose(wide.loss, (1 - t) * La + t * Lb - 0.5 * t * (1 - t) * dAd,
+                               rtol=1e-12)
+    assert wide.barrier == pytest.approx(inner.barrier, rel=1e-12) and wide.ts[0] == -0.5
+    assert wide.endpoint_loss == pytest.approx(inner.endpoint_loss, rel=1e-13)
+    with pytest.raises(LandscapeError, match="a curve's parameters must lie in"):
+        curve_values(model, mean_out, data,
+                     Curve("bezier", torch.stack([a, a, b]), inner.layout, np.zeros(0)),
+                     ts=[1.2])

@@ -51,15 +51,25 @@ class PathValues:
     layout: Layout
     meta: dict = field(default_factory=dict)
 
+    def _at(self, t: float, values: np.ndarray) -> float:
+        return float(values[int(np.flatnonzero(self.ts == t)[0])])
+
+    @property
+    def inside(self) -> np.ndarray:
+        """Mask of the grid points with 0 ≤ t ≤ 1 (a line may be drawn beyond its ends)."""
+        return (self.ts >= 0) & (self.ts <= 1)
+
     @property
     def endpoint_loss(self) -> tuple[float, float]:
-        return float(self.loss[0]), float(self.loss[-1])
+        return self._at(0.0, self.loss), self._at(1.0, self.loss)
 
     @property
     def excess(self) -> np.ndarray:
-        """L(θ(t)) minus the chord (1 − t) L_A + t L_B between the endpoint losses."""
+        """L(θ(t)) minus the chord (1 − t) L_A + t L_B between the endpoint losses, on
+        the grid points with 0 ≤ t ≤ 1."""
         la, lb = self.endpoint_loss
-        return self.loss - ((1 - self.ts) * la + self.ts * lb)
+        t = self.ts[self.inside]
+        return self.loss[self.inside] - ((1 - t) * la + t * lb)
 
     @property
     def barrier(self) -> float:
@@ -67,17 +77,18 @@ class PathValues:
 
     @property
     def barrier_t(self) -> float:
-        return float(self.ts[int(np.argmax(self.excess))])
+        return float(self.ts[self.inside][int(np.argmax(self.excess))])
 
     @property
     def peak_excess(self) -> float:
-        return float(self.loss.max() - max(self.endpoint_loss))
+        return float(self.loss[self.inside].max() - max(self.endpoint_loss))
 
     @property
     def accuracy_drop(self) -> float:
         """Largest fall of accuracy below the chord between the endpoint accuracies."""
-        a, b = float(self.accuracy[0]), float(self.accuracy[-1])
-        return float(max(0.0, ((1 - self.ts) * a + self.ts * b - self.accuracy).max()))
+        a, b = self._at(0.0, self.accuracy), self._at(1.0, self.accuracy)
+        t = self.ts[self.inside]
+        return float(max(0.0, ((1 - t) * a + t * b - self.accuracy[self.inside]).max()))
 
     def points(self, ts) -> Tensor:
         return path_points(self.kind, self.nodes, ts)
@@ -85,7 +96,8 @@ class PathValues:
     def summary(self) -> dict:
         return {"kind": self.kind, "barrier": self.barrier, "barrier_t": self.barrier_t,
                 "peak_excess": self.peak_excess, "endpoint_loss": list(self.endpoint_loss),
-                "max_loss": float(self.loss.max()), "accuracy_drop": self.accuracy_drop}
+                "max_loss": float(self.loss[self.inside].max()),
+                "accuracy_drop": self.accuracy_drop}
 
     def save(self, path) -> None:
         save_npz(path, {"ts": self.ts, "loss": self.loss, "accuracy": self.accuracy,
@@ -148,11 +160,11 @@ def path_points(kind: str, nodes: Tensor, ts) -> Tensor:
     return w @ nodes
 
 
-def with_endpoints(ts) -> np.ndarray:
-    """The grid sorted, restricted to [0, 1], with 0 and 1 added."""
+def with_endpoints(ts, beyond: bool = False) -> np.ndarray:
+    """The grid sorted with 0 and 1 added; values outside [0, 1] only when ``beyond``."""
     ts = np.asarray(ts, dtype=np.float64).reshape(-1)
-    if np.any((ts < 0) | (ts > 1)):
-        raise LandscapeError("ts: path parameters must lie in [0, 1]")
+    if not beyond and np.any((ts < 0) | (ts > 1)):
+        raise LandscapeError("ts: a curve's parameters must lie in [0, 1]")
     return np.unique(np.concatenate([[0.0, 1.0], ts]))
 
 
@@ -163,7 +175,7 @@ def evaluate_path(model: nn.Module, loss_fn: LossFn, data: Data, kind: str, node
     (default 25 points; 0 and 1 always included)."""
     t0 = time.perf_counter()
     ev = evaluator or PointEvaluator(model, loss_fn, data, **eval_options)
-    ts = with_endpoints(np.linspace(0, 1, 25) if ts is None else ts)
+    ts = with_endpoints(np.linspace(0, 1, 25) if ts is None else ts, beyond=kind == "line")
     nodes = ev.layout.block(nodes, "nodes", dtype=ev.dtype, device=ev.device)
     loss, acc = ev(path_points(kind, nodes, ts))
     meta = {"bn": ev.bn, "num_examples": ev.num_examples, "seconds": time.perf_counter() - t0}
@@ -173,7 +185,9 @@ def evaluate_path(model: nn.Module, loss_fn: LossFn, data: Data, kind: str, node
 def interpolate(model: nn.Module, loss_fn: LossFn, data: Data, start: Point, end: Point,
                 ts=None, **eval_options) -> PathValues:
     """The straight line from ``start`` to ``end`` (tensors, state dicts or modules of the
-    model's architecture): loss, accuracy and barrier at ``ts`` (default 25 points)."""
+    model's architecture): loss, accuracy and barrier at ``ts`` (default 25 points in
+    [0, 1]; values beyond, as Goodfellow et al. draw, extend the line past its ends and are
+    left out of the barrier)."""
     layout = Layout.of(model, eval_options.get("params"))
     a = layout.vector(start, "start")
     b = layout.vector(end, "end", dtype=a.dtype, device=a.device)
