@@ -46,7 +46,9 @@ from sgdlab.landscape.layout import Data, Layout, LossFn, ParamSpec, as_batches
 BN_MODES = ("eval", "recompute")
 
 # Default bytes of activations per forward pass on the CPU: chunks that stay near the
-# caches run convolutions and pooling fastest (see bench/landscape.py).
+# caches run convolutions and pooling fastest. bench/landscape.py, benchmark CNN (width 16,
+# 1,024 images): 175 ms a point at 48 MB (1 point × 280 images a pass), 213 at 8 MB,
+# 527 at 1 GB (5 points × 1,024 images), against 360 for a load-each-point loop.
 CPU_BUDGET = 48 << 20
 
 
