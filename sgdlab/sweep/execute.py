@@ -74,13 +74,42 @@ def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
     return tasks
 
 
+EXECUTORS = ("inline", "processes", "ensemble", "ray")
+
+
+def make_executor(name: str | None = None, workers: int = 0, threads: int | None = None,
+                  progress: bool = True, **options) -> Executor:
+    """An executor by name: ``inline`` (this process, one run after another), ``processes``
+    (``workers`` worker processes, at least 1), ``ensemble`` (vectorized stacks; options
+    ``backend``, ``max_members``), ``ray`` (options ``address``, ``cpus``, ``gpus``,
+    ``retries``). ``None``: inline for ``workers=0``, else processes."""
+    if name is None:
+        name = "inline" if workers == 0 else "processes"
+    if name == "inline":
+        return InProcess(None if progress else False)
+    if name == "processes":
+        return WorkerProcesses(max(workers, 1), threads)
+    if name == "ensemble":
+        from sgdlab.sweep.ensemble import Ensemble
+
+        fallback = WorkerProcesses(workers, threads) if workers else None
+        return Ensemble(fallback=fallback, **options)
+    if name == "ray":
+        from sgdlab.sweep.ray_executor import RayExecutor
+
+        return RayExecutor(threads=threads, **options)
+    raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+
+
 def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = True,
-              threads: int | None = None, executor: Executor | None = None) -> SweepResult:
+              threads: int | None = None, executor: Executor | str | None = None
+              ) -> SweepResult:
     """Train every point not done yet; one summary line per run unless ``progress=False``.
 
-    ``executor`` (default: :class:`InProcess` for ``workers=0``, each run showing its
-    progress bar on a terminal; :class:`WorkerProcesses` with ``threads`` torch threads each
-    for ``workers=N``) trains the tasks."""
+    ``executor`` (an :class:`Executor` or a name for :func:`make_executor`; default:
+    :class:`InProcess` for ``workers=0``, each run showing its progress bar on a terminal;
+    :class:`WorkerProcesses` with ``threads`` torch threads each for ``workers=N``) trains
+    the tasks."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     tasks = plan_sweep(sweep, store)
@@ -93,9 +122,8 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
               f"({result.resumed} resumed), {len(tasks) - len(todo)} already done", flush=True)
     if not todo:
         return result
-    if executor is None:
-        executor = (InProcess(None if progress else False) if workers == 0
-                    else WorkerProcesses(workers, threads))
+    if not isinstance(executor, Executor):
+        executor = make_executor(executor, workers, threads, progress)
     with executor:  # Ctrl-C: the executor stops; runs left running resume next time
         for task, outcome in executor.run(todo, store):
             i = task.index

@@ -105,14 +105,19 @@ class Trainer:
         self._perm: torch.Tensor | None = None
         self._perm_epoch = -1
         self.writer = CheckpointWriter()
+        # the CPU generator state this run checkpoints: None = the global one; an ensemble
+        # member keeps its own (the global one is shared by every member)
+        self.rng_cpu: torch.Tensor | None = None
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict:
+        # copies: a parameter may be a view into a larger tensor (an ensemble's stack), whose
+        # whole storage torch.save would write
         state = {
-            "model": self.model.state_dict(),
+            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "rng_cpu": torch.get_rng_state(),
+            "rng_cpu": torch.get_rng_state() if self.rng_cpu is None else self.rng_cpu,
             "probes": self.probes.state_dict(),
         }
         if self.device.type == "cuda":
@@ -124,7 +129,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
-        torch.set_rng_state(state["rng_cpu"])
+        if self.rng_cpu is None:
+            torch.set_rng_state(state["rng_cpu"])
+        else:
+            self.rng_cpu = state["rng_cpu"]
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.probes.load_state_dict(state["probes"])
@@ -358,14 +366,19 @@ def train(cfg: RunConfig, store: Store, probes=None, progress: bool | None = Non
 def resume(store: Store, run_id: str, probes=None, progress: bool | None = None,
            sinks: list[Sink] | None = None) -> Run:
     """Continue a killed or failed run from its last checkpoint, on the same trajectory."""
+    run, cfg = resumable(store, run_id)
+    trainer = Trainer(cfg, probes, progress, sinks)
+    trainer.fit(run, resume=True)
+    return run
+
+
+def resumable(store: Store, run_id: str) -> tuple[Run, RunConfig]:
+    """The run and its validated config, if it may be resumed (SgdlabError if it is done or
+    its process is still alive)."""
     run = store.get_run(run_id)
     if run.status in ("finished", "diverged"):
         raise SgdlabError(f"run {run.id} is already {run.status}; nothing to resume")
     if run.status == "running" and (last := last_session(run)) and session_alive(last):
         raise SgdlabError(f"run {run.id} is still running (pid {last['pid']}); "
                           "resume it after that process ends")
-    cfg = validate(from_dict(run.config))
-    trainer = Trainer(cfg, probes, progress, sinks)
-    trainer.fit(run, resume=True)
-    return run
-
+    return run, validate(from_dict(run.config))
