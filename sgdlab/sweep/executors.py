@@ -119,10 +119,25 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _die_with_parent() -> None:
+    """Linux: this process is killed when its parent dies (a sweep killed with SIGKILL
+    takes its workers with it, instead of leaving them training runs it will resume)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
 def _worker_main(conn, threads: int, root: str) -> None:
-    """A worker process: train the tasks sent over ``conn`` until it sends None."""
+    """A worker process: train the tasks sent over ``conn`` until it sends None. The
+    trainer is imported before the first task arrives (while the sweep plans)."""
+    _die_with_parent()
     import torch
 
+    import sgdlab.train.loop  # noqa: F401  (imported once, before the first task)
     from sgdlab.store import Store
 
     torch.set_num_threads(threads)
