@@ -123,6 +123,7 @@ class Store:
         return [{"id": r["id"], "name": r["name"], "group": r["grp"], "status": r["status"],
                  "created": r["created"], "updated": r["updated"],
                  "diverged_step": r["diverged_step"], "message": r["message"],
+                 "config_hash": r["config_hash"],
                  "config": flatten(json.loads(r["config_json"]))} for r in rows]
 
     def last_metrics(self, run_id: str | Run) -> dict[str, tuple[int, float]]:

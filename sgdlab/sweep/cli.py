@@ -12,11 +12,23 @@ import sys
 
 def cmd_sweep(args) -> int:
     from sgdlab.store import Store
+
+    store = Store(args.store)
+    executor = None if args.dry_run else executor_from_args(args)
+    if hasattr(executor, "start"):  # worker processes import torch while the grid loads
+        executor.start(store)
+    try:
+        return _sweep(args, store, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _sweep(args, store, executor) -> int:
     from sgdlab.sweep.execute import plan_sweep, run_sweep
     from sgdlab.sweep.grid import load_grid
 
     sweep = load_grid(args.grid, args.set)
-    store = Store(args.store)
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
         print(f"sweep {sweep.name}: {len(tasks)} points (group {sweep.name!r} in {store.root})")
@@ -25,8 +37,7 @@ def cmd_sweep(args) -> int:
             note = f" {task.run_id} ({task.status})" if task.run_id else ""
             print(f"{task.index:>4}  {task.action:<6}  {values or task.config.name}{note}")
         return 0
-    result = run_sweep(sweep, store, progress=not args.quiet,
-                       executor=executor_from_args(args))
+    result = run_sweep(sweep, store, progress=not args.quiet, executor=executor)
     print(result)
     return 0 if result.failed + result.killed == 0 else 1
 

@@ -56,10 +56,9 @@ class SweepResult:
 
 def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
     """What :func:`run_sweep` would do with each point, from the store's current state."""
-    runs = store.runs(group=sweep.name)
     by_hash: dict[str, list[tuple[str, str]]] = {}
-    for run_id, status, h in zip(runs["id"], runs["status"], runs["config_hash"]):
-        by_hash.setdefault(h, []).append((run_id, status))  # oldest first
+    for r in store.run_records(group=sweep.name):  # oldest first
+        by_hash.setdefault(r["config_hash"], []).append((r["id"], r["status"]))
     tasks = []
     for i, cfg in enumerate(sweep.configs):
         h = config_hash(cfg.to_dict())
@@ -138,10 +137,8 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
 def _summary_line(store: Store, task: Task, outcome: Outcome, prefix: str) -> str:
     run_id, status, message = outcome.run_id, outcome.status, outcome.message
     parts = [prefix, f"{status:<8}", run_id or task.config.name]
-    if run_id is not None:
-        acc = store.metrics(runs=[run_id], names=["test/acc"])
-        if not acc.empty:
-            parts.append(f"test/acc={acc.sort_values('step')['value'].iloc[-1]:.4f}")
+    if run_id is not None and (acc := store.last_metrics(run_id).get("test/acc")):
+        parts.append(f"test/acc={acc[1]:.4f}")
     if message and status != "finished":
         parts.append(f"({message})")
     return "  ".join(parts)

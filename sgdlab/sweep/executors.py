@@ -185,12 +185,27 @@ class WorkerProcesses(Executor):
         self.threads = threads or max(1, cpu_count() // workers)
         self._pool: list[_Worker] = []
 
+    def start(self, store: Store) -> None:
+        """Spawn the workers now (they import torch and the trainer while the caller
+        plans the sweep); :meth:`run` uses them, stopping those it has no task for."""
+        if not self._pool:
+            context = multiprocessing.get_context("spawn")
+            self._pool = [_Worker(context, self.threads, str(store.root))
+                          for _ in range(self.workers)]
+            self._root = str(store.root)
+
     def run(self, tasks: Sequence[Task], store: Store) -> Iterator[tuple[Task, Outcome]]:
         context = multiprocessing.get_context("spawn")
         root = str(store.root)
         queue = deque(tasks)
-        self._pool = [_Worker(context, self.threads, root)
-                      for _ in range(min(self.workers, len(queue)))]
+        if self._pool and getattr(self, "_root", None) != root:
+            self.close()
+        wanted = min(self.workers, len(queue))
+        for worker in self._pool[wanted:]:
+            worker.stop()
+        self._pool = self._pool[:wanted]
+        self._pool += [_Worker(context, self.threads, root)
+                       for _ in range(wanted - len(self._pool))]
         for worker in self._pool:
             worker.give(queue.popleft())
         while busy := [w for w in self._pool if w.task is not None]:
