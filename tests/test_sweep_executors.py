@@ -82,3 +82,45 @@ def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, t
     run_sweep(sweep, reference, progress=False)
     assert final_metrics(store, "s") == final_metrics(reference, "s")
 
+
+
+def test_runs_of_one_process_share_a_loaded_dataset(store):
+    from conftest import small_config
+
+    from sgdlab.data import DATA_CACHE
+    from sgdlab.train import train
+
+    DATA_CACHE.clear()
+    misses = DATA_CACHE.misses
+    first = train(small_config(**{"optim.lr": 0.05, "train.epochs": 1}), store)
+    second = train(small_config(**{"optim.lr": 0.1, "train.epochs": 1}), store)
+    assert DATA_CACHE.misses == misses + 1  # the second run found the first one's data
+    train(small_config(**{"seed": 1, "train.epochs": 1}), store)  # another seed: a subset
+    assert DATA_CACHE.misses == misses + 2
+    assert first.status == second.status == "finished"
+
+
+def test_eval_epochs_zero_evaluates_once_at_the_end_on_the_asked_splits(store):
+    from conftest import small_config
+
+    from sgdlab.train import train
+
+    run = train(small_config(**{"train.epochs": 3, "train.eval_epochs": 0,
+                                "train.eval_splits": ["test"]}), store)
+    m = store.metrics(runs=[run.id])
+    evaluated = m[m["name"].str.contains("/acc")]
+    assert set(evaluated["name"]) == {"test/acc"}
+    assert evaluated["step"].tolist() == [3 * (1437 // 64)]  # only the end
+    every_other = train(small_config(**{"train.epochs": 4, "train.eval_epochs": 2}), store)
+    m = store.metrics(runs=[every_other.id], names=["train/acc"])
+    assert m["step"].tolist() == [0, 2 * (1437 // 64), 4 * (1437 // 64)]
+
+
+def test_make_executor_names_every_executor():
+    from sgdlab.sweep import Ensemble, make_executor
+
+    assert isinstance(make_executor(None, workers=0), InProcess)
+    assert isinstance(make_executor(None, workers=2), WorkerProcesses)
+    assert isinstance(make_executor("ensemble"), Ensemble)
+    with __import__("pytest").raises(ValueError, match="executor must be one of"):
+        make_executor("threads")
