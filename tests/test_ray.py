@@ -2,17 +2,14 @@
 worker process is killed mid-run is retried and resumes from its last checkpoint, and no
 run is lost or duplicated. Skipped when Ray is not installed."""
 
-import json
 import os
-import signal
 import threading
-import time
 
 import pytest
 
 pytest.importorskip("ray")
 
-from test_sweep import TINY, final_metrics, tiny_sweep  # noqa: E402
+from test_sweep import TINY, final_metrics, kill_after_checkpoint, tiny_sweep  # noqa: E402
 
 from sgdlab.store import Store  # noqa: E402
 from sgdlab.sweep import InProcess, run_sweep  # noqa: E402
@@ -25,19 +22,7 @@ def test_a_trial_whose_worker_is_killed_is_retried_and_resumes(store, tmp_path):
     sweep = tiny_sweep(product={"optim.lr": [0.01, 0.02]}, optim={"batch_size": 8},
                        train={**TINY["train"], "epochs": 4, "checkpoint_every": 100})
     killed = []
-
-    def kill_a_trial_after_its_checkpoint():
-        deadline = time.time() + 300
-        while time.time() < deadline and not killed:
-            for env in store.root.glob("runs/*lr-0.01*/environment.json"):
-                if list(env.parent.glob("checkpoints/step_*.pt")):
-                    pid = json.loads(env.read_text())["sessions"][-1]["pid"]
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_a_trial_after_its_checkpoint)
+    killer = threading.Thread(target=kill_after_checkpoint, args=(store, "*lr-0.01*", killed))
     killer.start()
     result = run_sweep(sweep, store, progress=False,
                        executor=RayExecutor(threads=1, init_options=LOCAL))

@@ -2,11 +2,9 @@
 dies leaves its run killed, a new worker takes the rest, and the rerun resumes it."""
 
 import os
-import signal
 import threading
-import time
 
-from test_sweep import TINY, final_metrics, tiny_sweep
+from test_sweep import TINY, final_metrics, kill_after_checkpoint, tiny_sweep
 
 from sgdlab.sweep import Executor, InProcess, WorkerProcesses, run_sweep
 from sgdlab.sweep.executors import run_task
@@ -51,22 +49,7 @@ def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, t
     sweep = tiny_sweep(product={"optim.lr": [0.01, 0.02]}, optim={"batch_size": 8},
                        train={**TINY["train"], "epochs": 4, "checkpoint_every": 100})
     killed = []
-
-    def kill_first_run_after_its_checkpoint():
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            for env in store.root.glob("runs/*lr-0.01*/environment.json"):
-                ckpts = list(env.parent.glob("checkpoints/step_*.pt"))
-                if ckpts:
-                    import json
-
-                    pid = json.loads(env.read_text())["sessions"][-1]["pid"]
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_first_run_after_its_checkpoint)
+    killer = threading.Thread(target=kill_after_checkpoint, args=(store, "*lr-0.01*", killed))
     killer.start()
     result = run_sweep(sweep, store, progress=False, executor=WorkerProcesses(1, threads=1))
     killer.join()

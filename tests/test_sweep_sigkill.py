@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-import torch
 from test_ensemble import metrics_close
-from test_sweep import final_metrics
+from test_sweep import assert_same_final_weights, final_metrics
 
 from sgdlab.store import Store
 from sgdlab.sweep import InProcess, load_grid, run_sweep
@@ -78,8 +77,4 @@ def test_a_sigkilled_sweep_reruns_to_the_same_runs_and_metrics(tmp_path, executo
         metrics_close(final_metrics(done, "k"), final_metrics(reference, "k"), rtol=1e-4)
         return
     assert final_metrics(done, "k") == final_metrics(reference, "k")
-    ids_a, ids_b = (s.runs(group="k").set_index("name")["id"] for s in (reference, done))
-    for name in ids_a.index:
-        wa = reference.get_run(ids_a[name]).load_tensors("final")
-        wb = done.get_run(ids_b[name]).load_tensors("final")
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert_same_final_weights(reference, done, "k")
