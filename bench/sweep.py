@@ -270,9 +270,8 @@ def bench_stack(data: str, repeats: int) -> dict:
             for w in stack.params.values():
                 w.grad = None
             stack.losses(x_all[idx], y_all[idx], shared=True).sum().backward()
-            for i, tr in enumerate(trainers):
-                for name, p in tr.model.named_parameters():
-                    p.grad = stack.params[name].grad[i]
+            stack.point_grads()
+            for tr in trainers:
                 tr.optimizer.step()
         return time.perf_counter() - start
 

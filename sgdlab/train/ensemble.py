@@ -79,6 +79,9 @@ class StackedModel:
             raise ValueError("the bmm backend takes MLPs only")
         self.backend = backend
         self.names = [n for n, _ in self.base.named_parameters()]
+        if self.layers is not None:
+            where = {id(mod): n for n, mod in self.base.named_modules()}
+            self.layer_names = [where[id(layer)] for layer in self.layers]
         self.restack(models)
 
     def restack(self, models: Sequence[nn.Module]) -> None:
@@ -87,9 +90,17 @@ class StackedModel:
         own = [dict(m.named_parameters()) for m in self.models]
         self.params = {n: torch.stack([p[n].detach() for p in own]).requires_grad_()
                        for n in self.names}
+        self.member_params = [[p[n] for n in self.names] for p in own]
         for i, p in enumerate(own):
             for n in self.names:
                 p[n].data = self.params[n].data[i]
+
+    def point_grads(self) -> None:
+        """Make each member's ``.grad`` its slice of the stack's gradient."""
+        grads = [self.params[n].grad for n in self.names]
+        for i, params in enumerate(self.member_params):
+            for p, g in zip(params, grads):
+                p.grad = g[i]
 
     def __len__(self) -> int:
         return len(self.models)
@@ -116,7 +127,7 @@ class StackedModel:
         m = len(self.models)
         h = x
         flat = not shared  # h is (M, B, d) once the first Linear has run (or if not shared)
-        for name, layer in zip(self._layer_names(), self.layers):
+        for name, layer in zip(self.layer_names, self.layers):
             if isinstance(layer, nn.Flatten):
                 h = h.flatten(1 + flat)
             elif isinstance(layer, nn.Linear):
@@ -133,10 +144,6 @@ class StackedModel:
             else:
                 h = layer(h)
         return h
-
-    def _layer_names(self) -> list[str]:
-        names = {id(mod): n for n, mod in self.base.named_modules()}
-        return [names[id(layer)] for layer in self.layers]
 
 
 @dataclass
@@ -189,10 +196,9 @@ def train_stacked(members: list[Member], backend: str = "auto") -> None:
                 w.grad = None
             losses = stack.losses(xs, ys, shared)
             losses.sum().backward()
+            stack.point_grads()
             ended = False
             for i, (m, (_, lr)) in enumerate(zip(active, batches)):
-                for name, p in m.trainer.model.named_parameters():
-                    p.grad = stack.params[name].grad[i]
                 x, y = x_of[i]
                 ended |= _step(m, losses[i], lr, x, y)
             if ended:
