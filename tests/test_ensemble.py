@@ -174,3 +174,24 @@ def test_a_killed_ensemble_resumes_its_members_from_their_checkpoints(tmp_path):
     assert (again.skipped, again.finished, again.resumed) == (1, 2, 2)
     assert again.run_ids == first.run_ids and len(killed.runs(group="e")) == 3
     metrics_close(final_metrics(killed, "e"), final_metrics(reference, "e"), rtol=1e-6)
+
+
+def test_a_member_that_raises_fails_alone(tmp_path, monkeypatch):
+    from sgdlab.train import loop
+
+    real = loop.Trainer.finish_step
+
+    def flaky(self, loss, lr, x, y, bar=None):
+        if self.cfg.optim.lr == 0.1 and self.step == 30:
+            raise RuntimeError("boom")
+        return real(self, loss, lr, x, y, bar)
+
+    monkeypatch.setattr(loop.Trainer, "finish_step", flaky)
+    sweep = sweep_of(base={"train": {"epochs": 2}}, product={"optim.lr": [0.05, 0.1, 0.2]})
+    store = Store(tmp_path / "s")
+    result = run_sweep(sweep, store, progress=False, executor=Ensemble())
+    assert result.statuses == ["finished", "failed", "finished"]
+    assert "boom" in result.messages[1] and "boom" in store.get_run(result.run_ids[1]).message
+    monkeypatch.setattr(loop.Trainer, "finish_step", real)
+    again = run_sweep(sweep, store, progress=False, executor=Ensemble())  # resumed, alone
+    assert (again.skipped, again.finished, again.resumed) == (2, 1, 1)
