@@ -30,12 +30,13 @@ later products are deflated by the reorthogonalization) and, if one of them is s
 better than the k-th wanted value, a fresh random block orthogonal to everything found
 starts a new sweep. Without that restart the zero coupling of the replacement block would
 make every residual estimate 0 and stop the iteration before the block was ever used.
-A restarted sweep must bring its own candidates to convergence: stopping needs, besides
-the k wanted pairs, the sweep's best Ritz value that is not strictly better than the k-th
-wanted one to have converged (from then on, as in plain Lanczos, the sweep cannot add a
-wanted value). After a complete sweep every unexplored eigenvalue is a copy of one of its
-values, so a stop on the budget flags a pair only if its value is at least the best value
-of the last complete sweep. What "converged" certifies is in :func:`lanczos`.
+A restarted sweep ends the iteration only once its best Ritz value has converged without
+being strictly better than the k-th wanted one: its random start sees every eigenvalue
+left unexplored, so none of them can be wanted. A restarted sweep that does find a wanted
+value runs on until it is complete (one start vector sees one copy, and more may hide).
+After a complete sweep every unexplored eigenvalue is a copy of one of its values, so a
+stop on the budget flags a pair only if its value is at least the best value of the last
+complete sweep. What "converged" certifies is in :func:`lanczos`.
 
 Cold start: one random vector (b = 1), the cheapest in products for well separated
 extremal eigenvalues. Warm start (``init``, previous vectors U (m, P)): by default
@@ -44,7 +45,10 @@ subspace, K_m(A, v0) = span(U) after m steps, so the pairs are recovered in abou
 products; the random part lets eigenvectors that entered the top-k since be found.
 With ``block_size > 1`` the block U itself starts block Lanczos (Rayleigh–Ritz on span(U)
 first, then the block Krylov space K(A, U), which contains the iterates of LOBPCG and
-subspace iteration from U). We measured both on a CNN's Hessian (top-5, checkpoints 50
+subspace iteration from U); a block U that spans an invariant subspace is a complete
+sweep after one step, and a fresh block must then show that nothing outside span(U) is
+wanted (it converges the best value there, a cost the single-vector start does not
+have). We measured both on a CNN's Hessian (top-5, checkpoints 50
 SGD steps apart, overlaps 0.65-0.96): cold 16-18 products, single-vector warm 13-15,
 block warm 25-30 — a block costs m products per step, which only pays when products of
 a block are much cheaper than m single ones.
