@@ -19,24 +19,29 @@ is the classical estimate |β_m s_{m,i}|; it is confirmed by the true residual
 restart thickly: keep the p best Ritz vectors (V ← Sᵀ_p V, AV ← Sᵀ_p AV, H ← diag Θ_p,
 C ← C S_p), which preserves the relation.
 
-Repeated eigenvalues. A Krylov space grown from b vectors holds, of each eigenspace, only
-the projections of those b vectors: an eigenvalue of multiplicity m > b shows at most b
-copies, and the missing ones are invisible from inside the space (eigenvalues closer than
-the tolerance behave alike). New copies can only come from new random vectors, so the
-basis is split into *sweeps*. The current sweep is the Krylov space of the latest start
-block; when it becomes invariant (every one of its Ritz pairs passes the test; exactly:
-W vanishes) it is complete: its pairs are locked as eigenpairs (kept in the basis, so
-later products are deflated by the reorthogonalization) and, if one of them is strictly
-better than the k-th wanted value, a fresh random block orthogonal to everything found
-starts a new sweep. Without that restart the zero coupling of the replacement block would
-make every residual estimate 0 and stop the iteration before the block was ever used.
-A restarted sweep ends the iteration only once its best Ritz value has converged without
-being strictly better than the k-th wanted one: its random start sees every eigenvalue
-left unexplored, so none of them can be wanted. A restarted sweep that does find a wanted
-value runs on until it is complete (one start vector sees one copy, and more may hide).
-After a complete sweep every unexplored eigenvalue is a copy of one of its values, so a
-stop on the budget flags a pair only if its value is at least the best value of the last
-complete sweep. What "converged" certifies is in :func:`lanczos`.
+Repeated eigenvalues. A Krylov space grown from b vectors holds, of each eigenspace,
+only the projections of those b vectors: an eigenvalue of multiplicity m > b shows at
+most b copies, and the missing ones are invisible from inside the space (eigenvalues
+closer than the tolerance behave alike; within a few tolerances, a Ritz value may settle
+on the neighbour of a wanted value, as in any Lanczos method). New copies can only come
+from new random vectors, so the basis is split into *sweeps*. The current sweep is the
+Krylov space of the latest start block; when it becomes invariant (every one of its Ritz
+pairs passes the test, or its coupling ‖C‖ to the next block is below tol times the
+wanted values' scale or 1e-8 ‖A‖; exactly: W vanishes) it is complete: its pairs are
+locked as eigenpairs (kept in the basis, so later products are deflated by the
+reorthogonalization) and, if one of them is strictly better than the k-th wanted value,
+a fresh random block orthogonal to everything found starts a new sweep. Without that
+restart the zero coupling of the replacement block would make every residual estimate 0
+and stop the iteration before the block was ever used. A restarted sweep ends the
+iteration only once its best Ritz value has converged without being strictly better than
+the k-th wanted one: its random start sees every eigenvalue left unexplored, so none of
+them can be wanted. A restarted sweep that does find a wanted value runs on until it is
+complete (one start vector sees one copy, and more may hide). After a complete sweep
+every unexplored eigenvalue is a copy of one of its values, so a stop on the budget
+flags a pair only if its value is at least the best value of the last complete sweep.
+After a restart, the stop test and the result use the Rayleigh–Ritz pairs of the whole
+stored basis (H = V (AV)ᵀ, no product), which puts back the couplings that locking
+dropped. What "converged" certifies is in :func:`lanczos`.
 
 Cold start: one random vector (b = 1), the cheapest in products for well separated
 extremal eigenvalues. Warm start (``init``, previous vectors U (m, P)): by default
@@ -76,6 +81,10 @@ WHICH = ("LA", "SA", "LM")
 ZERO_FLOOR = 1e-4
 # A Gram–Schmidt remainder below BREAKDOWN · eps · ‖A‖ is rounding: the space is invariant.
 BREAKDOWN = 100.0
+# A sweep whose coupling to the next block is below NEAR_INVARIANT · ‖A‖ counts as complete
+# whatever the tolerance: past that, its Krylov space only grows through rounding (the
+# copies of a repeated eigenvalue split by ~eps, amplified), too slowly to be relied on.
+NEAR_INVARIANT = 1e-8
 
 
 def order_by(theta: np.ndarray, which: str) -> np.ndarray:
@@ -251,6 +260,7 @@ def lanczos(
     if max_basis < min(dim, k + 2 * b):
         raise ValueError(f"max_basis must be at least k + 2 * block = {k + 2 * b}, got {max_basis}")
     search = _Search(op, k, which, tol, b, max_basis, gen)
+    search.cold = init is None
     certified = search.run(Q, max_products)
     return search.result(certified, return_vectors, time.perf_counter() - t0)
 
@@ -275,6 +285,7 @@ class _Search:
         self.norm = 0.0  # estimate of ‖A‖: largest ‖A q‖ and |Ritz value| seen
         self.used = self.steps = 0
         self.last_complete: np.ndarray | None = None  # values of the last complete sweep
+        self.cold = True  # a random start block (no ``init``)
 
     # --- merged view: locked pairs, then the current sweep's Ritz pairs -----------------
     def values(self) -> np.ndarray:
@@ -322,7 +333,7 @@ class _Search:
             self.estimate()
             if self.j >= dim:
                 return True
-            if bool(np.all(self.est <= self.tol)):  # the sweep spans an invariant subspace
+            if self.complete():
                 self.lock()
                 sel = self.wanted()
                 if len(sel) == k and not self.strictly_better(
@@ -330,7 +341,7 @@ class _Search:
                 ).any():
                     return True  # no copy left unexplored can rank among the wanted
                 Q = self.fresh_block()
-            elif self.can_stop() and bool(np.all(self.true_residuals(self.wanted()) <= self.tol)):
+            elif self.can_stop() and self.wanted_pass():
                 return True
             if Q.shape[0] == 0 or self.used + Q.shape[0] > max_products:
                 return False
@@ -373,14 +384,27 @@ class _Search:
             res = np.linalg.norm(self.C @ self.S, axis=0)
             self.est = res / residual_scale(self.theta, self.norm)
 
+    def complete(self) -> bool:
+        """The current sweep spans an invariant subspace to the tolerance: every Ritz pair
+        passes, or the coupling C is so small that every wanted pair would pass whatever
+        its Ritz vector (‖C‖₂ ≤ tol · the smallest denominator among the wanted): the next
+        block holds nothing of the start block that the tolerance can see."""
+        if bool(np.all(self.est <= self.tol)):
+            return True
+        vals = self.values()[self.wanted()]
+        coupling = float(np.linalg.norm(self.C, 2)) if self.C.size else 0.0
+        return coupling <= max(
+            self.tol * float(residual_scale(vals, self.norm).min()), NEAR_INVARIANT * self.norm
+        )
+
     def can_stop(self) -> bool:
         """The k wanted pairs pass the estimate; after a complete sweep, moreover, the
         current sweep's best Ritz value has converged and is not strictly better than the
         k-th wanted one (a sweep that found a wanted value runs on until it is complete:
         one start vector sees one copy, and more may hide)."""
         sel = self.wanted()
-        if len(sel) < self.k:
-            return False
+        if len(sel) < self.k or (self.cold and self.steps == 1 and self.b > 1):
+            return False  # a random block converged at once has met an eigenspace exactly
         est = np.concatenate([np.zeros(self.L), self.est])
         if not bool(np.all(est[sel] <= self.tol)):
             return False
@@ -422,7 +446,29 @@ class _Search:
         self.H, self.C = np.diag(self.theta), self.C @ Sp
         self.est = self.est[keep]
 
+    def wanted_pass(self) -> bool:
+        """The true residuals of the wanted pairs (after a restart: of the whole basis's
+        Rayleigh–Ritz pairs, which the result will return) are all ≤ tol."""
+        if self.last_complete is None:
+            return bool(np.all(self.true_residuals(self.wanted()) <= self.tol))
+        saved = (self.theta, self.S, self.L, self.locked)
+        self.final_rayleigh_ritz()
+        ok = bool(np.all(self.true_residuals(self.wanted()) <= self.tol))
+        self.theta, self.S, self.L, self.locked = saved
+        return ok
+
+    def final_rayleigh_ritz(self) -> None:
+        """Rayleigh–Ritz on the whole basis with the stored products, H = V (AV)ᵀ: it puts
+        back the couplings that locking dropped (no product; only after a restart)."""
+        if self.last_complete is None or self.j == 0:
+            return
+        V, AV = self.V[: self.j], self.AV[: self.j]
+        H = (V @ AV.T).double().cpu().numpy()
+        self.theta, self.S = symmetric_eigh(0.5 * (H + H.T))
+        self.L, self.locked = 0, np.zeros(0)
+
     def result(self, certified: bool, return_vectors: bool, seconds: float) -> EigResult:
+        self.final_rayleigh_ritz()
         sel = self.wanted()
         m, k = len(sel), self.k
         values = self.values()[sel]
