@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sgdlab.curvature.algorithms import density, eigs, trace
+from sgdlab.curvature.linop import full_precision
 from sgdlab.curvature.model_function import Data, LossFn
 from sgdlab.curvature.options import CurvatureOptions, split_options
 from sgdlab.curvature.registry import curvature_operator
@@ -48,8 +49,10 @@ def _model_level(algorithm: Callable, matrix: str, model: nn.Module, loss_fn: Lo
         if seed is not None:
             fields["seed"] = seed
     t0 = time.perf_counter()
-    op = curvature_operator(model, loss_fn, data, matrix, options, **fields)
-    res = algorithm(op, **fixed, **algo)
+    device = next(model.parameters(), torch.empty(0)).device
+    with full_precision(device):  # building the operator too
+        op = curvature_operator(model, loss_fn, data, matrix, options, **fields)
+        res = algorithm(op, **fixed, **algo)
     if op.device.type == "cuda":
         torch.cuda.synchronize(op.device)
     res.seconds = time.perf_counter() - t0
