@@ -254,3 +254,14 @@ def test_low_precision_models_compute_in_float32_and_autocast_is_off():
         under = hessian_eigs(model32, None, c.data, k=2, tol=1e-6, **c.options)
     assert torch.equal(plain.values, under.values)
     assert next(model16.parameters()).dtype == torch.bfloat16  # the model is untouched
+
+
+def test_the_readme_dict_batch_example_runs(tmp_path, monkeypatch):
+    from test_examples import REPO, _namespace, _python_blocks
+
+    ns = _namespace(tmp_path, monkeypatch)
+    blocks = _python_blocks(REPO / "README.md", "## Curvature on any model")
+    exec(blocks[0], ns)  # the imports
+    exec(blocks[2], ns)
+    plain = hessian_eigs(ns["model"], F.cross_entropy, (ns["x"], ns["y"]), k=3)
+    assert ns["res"].all_converged and torch.allclose(ns["res"].values, plain.values)
