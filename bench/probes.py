@@ -1,18 +1,23 @@
-"""Overhead of measuring the trajectory: the simple CNN on Fashion-MNIST, trained once
-without probes and once with lambda_max (top-1 Hessian eigenvalue on a fixed probe subset
-of 2,048 examples) every epoch, in one process; prints the wall times and their ratio.
+"""Overhead of measuring the trajectory: a run on Fashion-MNIST trained without probes and
+with lambda_max (top-1 Hessian eigenvalue on a fixed probe subset of 2,048 examples) every
+epoch, in one process, interleaved and repeated; prints the wall times and their ratios.
 
-    python bench/probes.py --data ../shared/datasets/fashion_mnist.npz            # paper setup
-    python bench/probes.py --data ../shared/datasets/fashion_mnist.npz --n-train 8192 --epochs 1
+    python bench/probes.py --data ../shared/datasets/fashion_mnist.npz            # the issue's run
+    python bench/probes.py --data ../shared/datasets/fashion_mnist.npz --model cnn
+    python bench/probes.py --data ... --variants tol=1e-3 tol=1e-2 warm_start=false
 
-Also compared: a plain PyTorch loop over the same tensors (the floor any trainer pays).
-Goal (issue): at most 10% overhead on a GPU. Timings are never asserted in tests.
+The default model is sgdlab's MLP (784-256-256-10, 269,322 parameters); 60,000 examples,
+3 epochs of batch 128 (1,407 steps), lr 0.05, evaluation at the start and the end only.
+Each ``--variants`` entry is a set of ``hessian`` probe options (``k=1,tol=1e-2``); every
+repeat trains the run without probes, then once per variant, then a plain PyTorch loop over
+the same tensors (the floor any trainer pays). Timings are never asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +36,8 @@ def config(args, probes: list[dict]):
         "name": "bench", "device": args.device,
         "data": {"name": "fashion-mnist", "file": args.data, "n_train": args.n_train,
                  "download": False},
-        "model": {"name": "cnn"},
-        "optim": {"lr": 0.05, "batch_size": 128},
+        "model": {"name": args.model},
+        "optim": {"lr": args.lr, "batch_size": 128},
         "train": {"epochs": args.epochs, "eval_every": 10**9, "checkpoint_every": 10**9},
         "probes": probes,
     })
@@ -69,37 +74,70 @@ def timed_run(cfg, root: Path) -> tuple[float, str]:
     return time.perf_counter() - t0, run.id
 
 
+def parse_variant(text: str) -> dict:
+    """"k=1,tol=1e-2,warm_start=false" -> probe options."""
+    out: dict = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=")
+        low = value.lower()
+        out[key] = (low == "true") if low in ("true", "false") else (
+            int(value) if value.isdigit() else float(value))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="fashion_mnist.npz or official folder")
+    parser.add_argument("--model", default="mlp", help="sgdlab model name (mlp, cnn, ...)")
     parser.add_argument("--n-train", type=int, default=0, help="0 = all 60,000")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--probe-n", type=int, default=2048)
+    parser.add_argument("--variants", nargs="+", default=["tol=1e-3"],
+                        help="hessian probe options per probed run, e.g. tol=1e-2,warm_start=false")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    probe = [{"name": "hessian", "every": "epoch", "k": 1, "n": args.probe_n}]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = [parse_variant(v) for v in args.variants]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         plain_loop(config(args, []))  # warm-up (data loading, kernels)
         for r in range(args.repeat):
             base, _ = timed_run(config(args, []), Path(tmp) / f"a{r}")
-            probed, run_id = timed_run(config(args, probe), Path(tmp) / f"b{r}")
-            loop = plain_loop(config(args, []))
-            m = Store(Path(tmp) / f"b{r}").metrics(runs=[run_id], names=["hessian/seconds"])
-            rows.append({"plain_loop_s": loop, "sgdlab_s": base, "sgdlab_probed_s": probed,
-                         "overhead": probed / base - 1, "probe_s": float(m["value"].sum()),
-                         "measurements": len(m)})
+            row = {"repeat": r, "sgdlab_s": base, "variants": []}
+            for v, options in enumerate(variants):
+                probe = [{"name": "hessian", "every": "epoch", "k": 1, "n": args.probe_n,
+                          **options}]
+                root = Path(tmp) / f"b{r}-{v}"
+                probed, run_id = timed_run(config(args, probe), root)
+                m = Store(root).metrics(runs=[run_id], names=[
+                    "hessian/seconds", "hessian/products", "hessian/lambda_max",
+                    "hessian/residual_max"])
+                by = {n: m[m["name"] == n]["value"].tolist() for n in set(m["name"])}
+                row["variants"].append({
+                    "options": options, "sgdlab_probed_s": probed, "ratio": probed / base,
+                    "probe_s": sum(by["hessian/seconds"]), "products": by["hessian/products"],
+                    "lambda_max": by["hessian/lambda_max"],
+                    "residual_max": by["hessian/residual_max"]})
+            row["plain_loop_s"] = plain_loop(config(args, []))
+            rows.append(row)
     device = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() and \
-        args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {device}, torch {torch.__version__}, n_train={args.n_train or 60000}, "
-          f"epochs={args.epochs}, probe subset={args.probe_n}")
-    print("| plain loop s | sgdlab s | sgdlab + lambda_max s | overhead | probe s (count) |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['plain_loop_s']:.2f} | {r['sgdlab_s']:.2f} | {r['sgdlab_probed_s']:.2f} | "
-              f"{100 * r['overhead']:.1f}% | {r['probe_s']:.2f} ({r['measurements']}) |")
+        args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads, {platform.node()})"
+    print(f"device: {device}, torch {torch.__version__}, model {args.model}, "
+          f"n_train={args.n_train or 60000}, epochs={args.epochs}, probe subset={args.probe_n}")
+    print("| repeat | plain loop s | sgdlab s | probe options | sgdlab + lambda_max s | ratio | "
+          "probe s | products per measurement |")
+    print("|---:|---:|---:|---|---:|---:|---:|---|")
+    for row in rows:
+        for v in row["variants"]:
+            opts = ", ".join(f"{k}={val}" for k, val in v["options"].items()) or "defaults"
+            print(f"| {row['repeat']} | {row['plain_loop_s']:.1f} | {row['sgdlab_s']:.1f} | "
+                  f"{opts} | {v['sgdlab_probed_s']:.1f} | {v['ratio']:.2f} | "
+                  f"{v['probe_s']:.1f} | {', '.join(str(int(p)) for p in v['products'])} |")
     if args.out:
         args.out.write_text(json.dumps({"device": device, "rows": rows}, indent=2))
 
