@@ -5,12 +5,20 @@ epoch, in one process, interleaved and repeated; prints the wall times and their
     python bench/probes.py --data ../shared/datasets/fashion_mnist.npz            # the issue's run
     python bench/probes.py --data ../shared/datasets/fashion_mnist.npz --model cnn
     python bench/probes.py --data ... --variants tol=1e-3 tol=1e-2 warm_start=false
+    python bench/probes.py --data ... --tracking 469 50    # warm against cold along SGD
 
 The default model is sgdlab's MLP (784-256-256-10, 269,322 parameters); 60,000 examples,
 3 epochs of batch 128 (1,407 steps), lr 0.05, evaluation at the start and the end only.
 Each ``--variants`` entry is a set of ``hessian`` probe options (``k=1,tol=1e-2``); every
 repeat trains the run without probes, then once per variant, then a plain PyTorch loop over
 the same tensors (the floor any trainer pays). Timings are never asserted in tests.
+
+``--tracking EVERY...`` instead trains the same model with plain SGD at the run's learning
+rate and, every EVERY steps, measures lambda_max on the probe's subset cold (random start)
+and warm (from the previous measurement's vector) at tol 1e-3 and 1e-2, against a tight
+reference (tol 1e-7): Hessian-vector products, the overlap of consecutive top vectors, and
+the error of each value with its bound (a Rayleigh quotient θ ≤ λ_max, an eigenvalue within
+the residual ‖Hv − θv‖ of θ).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 import torch
 
 from sgdlab.config import load_config
+from sgdlab.curvature import hessian_eigs
 from sgdlab.data import iterate_batches, load_data
 from sgdlab.models import build_model
 from sgdlab.store import Store
@@ -74,6 +83,93 @@ def timed_run(cfg, root: Path) -> tuple[float, str]:
     return time.perf_counter() - t0, run.id
 
 
+def tracking(args, every: int) -> list[dict]:
+    """lambda_max every ``every`` SGD steps: cold and warm at tol 1e-3 and 1e-2."""
+    cfg = config(args, [])
+    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+                          else "cpu")
+    data = load_data(cfg.data, cfg.seed, device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    loss_fn = make_loss("cross_entropy")
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17)  # as ProbeContext.subset
+    sub = torch.randperm(data.n_train, generator=g)[: args.probe_n].to(device)
+    probe = (data.x_train[sub], data.y_train[sub])
+    previous: dict[float, object] = {}
+    out, step = [], 0
+    for epoch in range(cfg.train.epochs):
+        for idx in iterate_batches(data.n_train, cfg.optim.batch_size, cfg.seed, epoch, device):
+            if step % every == 0:
+                out.append(measure_point(model, loss_fn, probe, previous, step))
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(data.x_train[idx]), data.y_train[idx]).backward()
+            opt.step()
+            step += 1
+    out.append(measure_point(model, loss_fn, probe, previous, step))
+    return out
+
+
+def measure_point(model, loss_fn, probe, previous: dict, step: int) -> dict:
+    model.eval()
+    ref = hessian_eigs(model, loss_fn, probe, k=1, tol=1e-7, seed=1, dtype=torch.float64)
+    lam = float(ref.values[0])
+    rec: dict = {"step": step, "lambda_max": lam, "reference_products": ref.products}
+    for tol in (1e-3, 1e-2):
+        cold = hessian_eigs(model, loss_fn, probe, k=1, tol=tol, seed=0)
+        rec[f"cold_{tol:g}"] = point(cold, lam)
+        if tol in previous:
+            warm = hessian_eigs(model, loss_fn, probe, k=1, tol=tol, init=previous[tol], seed=0)
+            rec[f"warm_{tol:g}"] = point(warm, lam)
+            rec[f"overlap_{tol:g}"] = float(
+                (previous[tol].vectors[0].double() @ ref.vectors[0]).abs())
+            previous[tol] = warm
+        else:
+            previous[tol] = cold
+    model.train()
+    log_point(rec)
+    return rec
+
+
+def point(res, lam: float) -> dict:
+    theta, r = float(res.values[0]), float(res.residuals[0]) * abs(float(res.values[0]))
+    return {"products": res.products, "seconds": res.seconds, "value": theta,
+            "rel_error": (lam - theta) / lam, "bound": r / lam,
+            "in_bound": bool(theta - r <= lam <= theta + r)}
+
+
+def log_point(rec: dict) -> None:
+    parts = [f"step {rec['step']}: lambda_max {rec['lambda_max']:.4f}"]
+    for key in ("cold_0.001", "warm_0.001", "cold_0.01", "warm_0.01"):
+        if key in rec:
+            q = rec[key]
+            parts.append(f"{key} {q['products']} HVPs err {q['rel_error']:.1e} "
+                         f"(bound {q['bound']:.1e})")
+    if "overlap_0.001" in rec:
+        parts.append(f"overlap {rec['overlap_0.001']:.3f}")
+    print("; ".join(parts), flush=True)
+
+
+def tracking_table(every: int, recs: list[dict]) -> None:
+    print(f"\n## lambda_max every {every} SGD steps\n")
+    print("| step | lambda_max | overlap with previous vector | cold HVPs (1e-3) | "
+          "warm HVPs (1e-3) | cold HVPs (1e-2) | warm HVPs (1e-2) | error at 1e-2 (bound) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in recs:
+        w3, w2 = r.get("warm_0.001"), r.get("warm_0.01")
+        q = w2 or r["cold_0.01"]
+        print(f"| {r['step']} | {r['lambda_max']:.4f} | "
+              f"{r.get('overlap_0.001', float('nan')):.3f} | {r['cold_0.001']['products']} | "
+              f"{w3['products'] if w3 else ''} | {r['cold_0.01']['products']} | "
+              f"{w2['products'] if w2 else ''} | {q['rel_error']:.1e} ({q['bound']:.1e}) |")
+    warm = [r for r in recs if "warm_0.001" in r]
+    if warm:
+        for tol in ("0.001", "0.01"):
+            c = sum(r[f"cold_{tol}"]["products"] for r in warm)
+            w = sum(r[f"warm_{tol}"]["products"] for r in warm)
+            print(f"- tol {tol}: warm/cold products {w}/{c} = {w / c:.2f}")
+
+
 def parse_variant(text: str) -> dict:
     """"k=1,tol=1e-2,warm_start=false" -> probe options."""
     out: dict = {}
@@ -98,10 +194,19 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--tracking", type=int, nargs="+", default=None,
+                        help="instead: warm against cold lambda_max every N SGD steps")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tracking:
+        found = {every: tracking(args, every) for every in args.tracking}
+        for every, recs in found.items():
+            tracking_table(every, recs)
+        if args.out:
+            args.out.write_text(json.dumps(found, indent=2))
+        return
     variants = [parse_variant(v) for v in args.variants]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
