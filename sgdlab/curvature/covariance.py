@@ -113,7 +113,7 @@ class CovarianceOperator(ModelOperator):
     def _matmat(self, V: Tensor) -> Tensor:
         fn = self.fn
         if self.centered is not None:
-            return (V @ self.centered.T) @ self.centered * fn.scale
+            return fn.scaled((V @ self.centered.T) @ self.centered)
         m = V.shape[0]
         vs = fn.unflatten(V)
         out = torch.zeros_like(V)
@@ -131,19 +131,19 @@ class CovarianceOperator(ModelOperator):
                 else:
                     out += torch.stack([k_v(tuple(v[r] for v in vs)) for r in range(m)])
         g = self.mean_gradient
-        return fn.scale * (out - fn.num_examples * (V @ g)[:, None] * g[None])
+        return fn.scaled(out) - self.mean_weight * (V @ g)[:, None] * g[None]
 
     @property
     def mean_weight(self) -> float:
         """c N: the weight of ḡ ḡᵀ in c Σ_i g_i g_iᵀ = K + c N ḡ ḡᵀ (1 for a mean loss)."""
-        return self.fn.scale * self.fn.num_examples
+        return 1.0 if self.fn.reduction == "mean" else float(self.fn.num_examples)
 
     def exact_trace(self) -> float | None:
         """Tr K = c (Σ_i ‖g_i‖² − N ‖ḡ‖²), from per-example gradients (None in train mode)."""
         fn = self.fn
         if self.centered is not None:
-            return float(self.centered.pow(2).sum()) * fn.scale
+            return float(fn.scaled(self.centered.pow(2).sum()))
         if fn.train:
             return None
         sq = sum(float(self._chunk_gradients(i).pow(2).sum()) for i in range(len(fn.batches)))
-        return fn.scale * sq - self.mean_weight * float(self.mean_gradient @ self.mean_gradient)
+        return fn.scaled(sq) - self.mean_weight * float(self.mean_gradient @ self.mean_gradient)

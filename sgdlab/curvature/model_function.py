@@ -165,6 +165,10 @@ class ModelFunction:
         """c in L = c Σ_j ℓ_j over the per-example losses ℓ_j: 1/N (mean) or 1 (sum)."""
         return 1.0 / self.num_examples if self.reduction == "mean" else 1.0
 
+    def scaled(self, value: Any) -> Any:
+        """c · value (a division by N for a mean loss, as the code before sums had it)."""
+        return value / self.num_examples if self.reduction == "mean" else value
+
     # ------------------------------------------------------------ functions
     @contextlib.contextmanager
     def mode(self) -> Iterator[None]:
