@@ -11,10 +11,13 @@ tasks; seeded subsets, label and input corruption with masks; normalization; bat
 
 from sgdlab.data.batching import batches_per_epoch, epoch_permutation, iterate_batches
 from sgdlab.data.bundle import DataBundle, load_data
+from sgdlab.data.cache import DATA_CACHE, cached_load_data
 from sgdlab.data.download import data_root
 
 __all__ = [
+    "DATA_CACHE",
     "DataBundle",
+    "cached_load_data",
     "batches_per_epoch",
     "data_root",
     "epoch_permutation",
