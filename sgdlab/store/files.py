@@ -163,8 +163,21 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise StoreError(f"no checkpoint {path}") from None
     except Exception as exc:  # truncated zip, bad pickle, refused global...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"unreadable checkpoint {path}: {first}") from exc
+        raise StoreError(f"unreadable checkpoint {path}: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why torch.load refused a file, without torch's advice to load it with
+    ``weights_only=False`` (which would run whatever code the file asks for)."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if not line.startswith("Check the doc")), "")
+        detail = detail.rstrip(".")
+        return ("refused: it holds objects a weights-only load does not build"
+                + (f" ({detail})" if detail else "")
+                + "; sgdlab never runs code from a checkpoint")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- safetensors -------------------------------------------------------------------------

@@ -7,15 +7,19 @@ imports (torch, pandas) happen inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 
 
 def cmd_sweep(args) -> int:
+    from sgdlab.sinks.trackers import parse_track
     from sgdlab.store import Store
     from sgdlab.sweep.execute import plan_sweep, run_sweep
     from sgdlab.sweep.grid import load_grid
 
-    sweep = load_grid(args.grid, args.set)
+    tracks = [dataclasses.asdict(parse_track(t)) for t in args.track]
+    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])])
     store = Store(args.store)
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
@@ -31,6 +35,14 @@ def cmd_sweep(args) -> int:
     return 0 if result.failed + result.killed == 0 else 1
 
 
+def _toml(items: list[dict]) -> str:
+    """Inline TOML for a list of flat tables of strings and booleans."""
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+    return "[" + ", ".join("{" + ", ".join(f"{k} = {value(v)}" for k, v in d.items()) + "}"
+                           for d in items) + "]"
+
+
 def cmd_sweep_table(args) -> int:
     import pandas as pd
 
@@ -39,6 +51,11 @@ def cmd_sweep_table(args) -> int:
 
     metrics = args.metric or ["train/loss", "test/acc"]
     table = sweep_table(Store(args.store), args.name, metrics=metrics, at=args.at)
+    diverged = table["status"] == "diverged"
+    if diverged.any():  # their last values are from before the non-finite loss
+        table.loc[diverged, "status"] = [f"diverged@{s}" for s in table.loc[diverged,
+                                                                            "diverged_step"]]
+    table = table.drop(columns=["diverged_step"])
     for metric in metrics:
         if table[metric].isna().all():
             print(f"sgdlab: warning: no run of {args.name!r} logged {metric!r}", file=sys.stderr)
@@ -79,6 +96,9 @@ def add_sweep_commands(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field (train.epochs=5) or a grid key "
                    "(seeds=[0,1], product.optim.lr=[0.1,0.2]); repeatable")
+    p.add_argument("--track", action="append", default=[], metavar="KIND[=DEST]",
+                   help="send every run live to a tracker: tensorboard, mlflow or wandb "
+                   "(offline), optionally to DEST (repeatable)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("sweep-table", help="a sweep's swept parameters and metrics, "

@@ -26,10 +26,11 @@ from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
 from sgdlab.sinks import RunInfo, Sink, Sinks, StoreSink
+from sgdlab.sinks.trackers import build_trackers
 from sgdlab.store import Run, Store
 from sgdlab.train.environment import environment, last_session, session_alive, sessions_of
 from sgdlab.train.progress import Progress
-from sgdlab.train.validate import validate
+from sgdlab.train.validate import check_user_code, validate
 
 FLUSH_EVERY = 64  # steps between metric flushes (and divergence checks on GPU)
 
@@ -82,6 +83,7 @@ class Trainer:
         self.model.to(self.device, self.dtype)
         self.n_params = count_parameters(self.model)
         self.loss_fn = make_loss(cfg.train.loss)
+        check_user_code(cfg, self.model, self.data)
         probes = build_probes(cfg.probes) if probes is None else probes
         for probe in probes:
             probe.check(self.model, self.data)
@@ -94,7 +96,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.progress = progress
-        self.extra_sinks = list(sinks or [])
+        self.extra_sinks = [*build_trackers(cfg.trackers), *(sinks or [])]
         self.run: Run | None = None
         self.sinks = Sinks([])
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []
