@@ -45,9 +45,10 @@ class MLflowSink(Sink):
         self.run_id: str | None = None
 
     def start(self, run: RunInfo, step: int) -> None:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # no INFO lines on the trainer's stderr
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.client = client = MlflowClient(tracking_uri=self.uri)
         name = self.project or run.group or "sgdlab"
