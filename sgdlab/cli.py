@@ -124,8 +124,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in one line (exit status 2, as every user error)."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"sgdlab: error: {self.prog}: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgdlab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sgdlab", description=__doc__.splitlines()[0])
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -8,6 +8,7 @@ as :class:`~sgdlab.errors.ConfigError` before anything is written anywhere.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -369,7 +370,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
     """Return a copy of nested ``data`` with dotted overrides set (``{"optim.lr": 0.05}``)."""
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         node = out
