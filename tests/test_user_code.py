@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_the_example_package_through_run_sweep_and_report(tmp_path):
     r = sgdlab("report", run_id, store=store, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     page = r.stdout.strip()
-    text = open(page).read()
+    text = Path(page).read_text()
     assert text.count("data:image/png;base64") >= 4 and "seqlab.model:lstm" in text
 
 
