@@ -101,6 +101,7 @@ class Trainer:
         self.sinks = Sinks([])
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []
         self.diverged_at: int | None = None
+        self.bar = Progress(0, cfg.name, enabled=False)
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -183,7 +184,7 @@ class Trainer:
             sessions = sessions_of(run) if state is not None else []
             run.write_json("environment", {"sessions": [*sessions,
                                                         environment(self.device, self.step)]})
-            bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
+            self.bar = bar = Progress(plan.total_steps, cfg.name, enabled=self.progress)
             bar.update(self.step)
             self.model.train()
             try:
@@ -271,7 +272,9 @@ class Trainer:
             ]).detach().clone()
             self._theta = torch.cat([p.detach().reshape(-1) for p in params]).clone()
             ctx.planned_update = planned_update(self.optimizer, params)
+            self.bar.doing("measuring " + ", ".join(p.name for p in due))
             self.record("measure", due)
+            self.bar.doing("")
 
     def _after_update(self, due) -> None:
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()
