@@ -31,7 +31,8 @@ const consoleError = console.error;
 console.error = (...a) => { window.__errors.push(a.join(" ")); consoleError(...a); };
 window.addEventListener("load", () => {
   const imgs = [...document.images];
-  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40));
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0))
+                  .map(i => i.alt || i.src.slice(0, 40));
   document.title = "SGDLAB-CHECK " + JSON.stringify({images: imgs.length, bad: bad,
                                                       errors: window.__errors});
 });

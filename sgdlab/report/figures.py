@@ -142,7 +142,7 @@ def probe_scalars_figure(view: RunView):
             continue
         groups.setdefault(name.split("/", 1)[0], []).append(name)
     out = []
-    for probe, names in groups.items():
+    for names in groups.values():
         for name in names[:12]:  # one small panel per series: their scales differ
             fig, ax = new_figure(4.2, 2.8)
             plot_series(ax, view, name, label=name.split("/", 1)[1], marker=".")

@@ -256,7 +256,7 @@ def weights_figure(view: RunView):
         twin = ax2.twinx()
         twin.plot(rel["step"], rel["value"], marker=".", color="C1", lw=0.8)
         twin.set_ylabel("relative update", color="C1")
-    return [("Weights: norms and update size", fig)]
+    return [("Weights", fig)]
 
 
 register_figure(weights_figure, claims=("weights/norm", "weights/dist_init", "weights/update",
