@@ -163,21 +163,15 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise StoreError(f"no checkpoint {path}") from None
     except Exception as exc:  # truncated zip, bad pickle, refused global...
-        raise StoreError(f"unreadable checkpoint {path}: {_reason(exc)}") from None
-
-
-def _reason(exc: Exception) -> str:
-    """One line on why torch.load refused a file, without torch's advice to load it with
-    ``weights_only=False`` (which would run whatever code the file asks for)."""
-    text = str(exc).strip()
-    if "Weights only load failed" in text:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        detail = next((line for line in lines[1:] if not line.startswith("Check the doc")), "")
-        detail = detail.rstrip(".")
-        return ("refused: it holds objects a weights-only load does not build"
-                + (f" ({detail})" if detail else "")
-                + "; sgdlab never runs code from a checkpoint")
-    return text.splitlines()[0] if text else type(exc).__name__
+        text = str(exc).strip()
+        if "Weights only load failed" in text:  # say why, without torch's unsafe advice
+            found = re.search(r"GLOBAL (\S+)", text)
+            what = (f"it needs {found[1]}, which a weights-only load never calls" if found
+                    else "it holds objects other than tensors, numbers and containers")
+            raise StoreError(f"unreadable checkpoint {path}: refused, {what}; sgdlab never "
+                             "runs code from a checkpoint") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise StoreError(f"unreadable checkpoint {path}: {first}") from None
 
 
 # -- safetensors -------------------------------------------------------------------------

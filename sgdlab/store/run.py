@@ -201,6 +201,8 @@ class Run:
                 if s != steps[0]:
                     warnings.warn(f"{exc}; falling back to an older checkpoint",
                                   RuntimeWarning, stacklevel=2)
+        if len(steps) == 1:
+            raise first
         if steps:
             raise StoreError(f"run '{self.id}' has no readable checkpoint "
                              f"({len(steps)} unreadable; the newest: {first})")
