@@ -16,22 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import GOOD
 
 from sgdlab import cli
-
-GOOD = """name = "good"
-[data]
-name = "digits"
-[model]
-name = "mlp"
-depth = 1
-width = 16
-[optim]
-lr = 0.05
-batch_size = 64
-[train]
-epochs = 1
-"""
 
 USER_MODULES = {
     "mine/__init__.py": "",

@@ -141,3 +141,24 @@ def test_the_sequence_task_is_balanced_and_seeded():
     assert np.all(np.abs(counts - 0.25) < 0.03)  # equal-probability bins of the triangle
     x = a["x_train"]
     assert x.shape == (4000, 16, 2) and np.all(x[:, :, 1].sum(1) == 2)
+
+
+def test_experiment_set_and_resume_take_import_paths(tmp_path, monkeypatch, store):
+    from conftest import as_killed
+
+    from sgdlab.experiments.base import build_configs
+    from sgdlab.experiments.registry import EXPERIMENTS
+    from sgdlab.train import resume
+
+    (tmp_path / "zoo2.py").write_text(
+        "from sgdlab.models import MODELS\n"
+        "def mlp(cfg, input_shape, n_outputs):\n"
+        "    return MODELS['mlp'](cfg, input_shape, n_outputs)\n")
+    monkeypatch.chdir(tmp_path)
+    configs = build_configs(EXPERIMENTS["edge-of-stability"], "smoke",
+                            ["model.name='zoo2:mlp'"])
+    assert configs and all(c.model.name == "zoo2:mlp" for c in configs)
+    run = train(small_config(**{"model.name": "zoo2:mlp", "train.epochs": 1}), store,
+                progress=False)
+    as_killed(run)
+    assert resume(store, run.id, progress=False).status == "finished"

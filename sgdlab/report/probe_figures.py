@@ -49,6 +49,14 @@ register_figure(sharpness_figure,
                 claims=("hessian/lambda_max", "hessian/stability", "hessian/eig_"))
 
 
+def _twin(ax, series, label: str) -> None:
+    """``series`` on a twin y axis of ``ax`` labelled ``label`` in its colour (if any)."""
+    if not series.empty:
+        twin = ax.twinx()
+        twin.plot(series["step"], series["value"], marker=".", color="C1", lw=0.8)
+        twin.set_ylabel(label, color="C1")
+
+
 def hessian_cost_figure(view: RunView):
     """What each ``hessian`` measurement cost (Hessian-vector products, seconds) and how
     accurate it is (the largest Lanczos residual ``||H v - lambda v||``, log axis)."""
@@ -61,11 +69,7 @@ def hessian_cost_figure(view: RunView):
     if not products.empty:
         ax1.plot(products["step"], products["value"], marker=".", color="C0")
         ax1.set(xlabel="step", ylabel="Hessian-vector products")
-        seconds = view.series("hessian/seconds")
-        if not seconds.empty:
-            twin = ax1.twinx()
-            twin.plot(seconds["step"], seconds["value"], marker=".", color="C1", lw=0.8)
-            twin.set_ylabel("seconds", color="C1")
+        _twin(ax1, view.series("hessian/seconds"), "seconds")
     if not residual.empty:
         values = residual["value"].to_numpy(dtype=float)
         ax2.plot(residual["step"], values, marker=".", color="C2")
@@ -251,11 +255,7 @@ def weights_figure(view: RunView):
     if drew:
         ax1.legend(fontsize=8)
     ax2.set(xlabel="step", ylabel="update size ‖θₜ₊₁ − θₜ‖")
-    rel = view.series("weights/rel_update")
-    if not rel.empty:
-        twin = ax2.twinx()
-        twin.plot(rel["step"], rel["value"], marker=".", color="C1", lw=0.8)
-        twin.set_ylabel("relative update", color="C1")
+    _twin(ax2, view.series("weights/rel_update"), "relative update")
     return [("Weights", fig)]
 
 

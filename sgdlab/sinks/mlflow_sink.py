@@ -23,19 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.sinks.base import Record, RunInfo, Sink
+from sgdlab.store.index import flatten
 
 BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED"}
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)[:6000]
-    return out
 
 
 class MLflowSink(Sink):
@@ -70,7 +61,7 @@ class MLflowSink(Sink):
             self.run_id = created.info.run_id
             from mlflow.entities import Param
 
-            params = [Param(k, v) for k, v in _flatten(run.config).items()]
+            params = [Param(k, str(v)[:6000]) for k, v in flatten(run.config).items()]
             for i in range(0, len(params), 100):
                 client.log_batch(self.run_id, params=params[i:i + 100])
 
