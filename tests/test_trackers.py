@@ -212,3 +212,31 @@ def test_trackers_are_not_part_of_a_runs_identity():
     b = small_config(trackers=[{"kind": "tensorboard", "dest": "x"}]).to_dict()
     assert a != b and config_hash(a) == config_hash(b)
     assert TrackerConfig(kind="wandb").online is False  # offline unless asked
+
+
+def test_a_sweep_tracks_every_run_from_its_worker(tmp_path):
+    """`--track` on a sweep: each worker process opens the tracker for its own runs."""
+    pytest.importorskip("tensorboard")
+    import os
+
+    from sgdlab.store import Store
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('name = "tracked"\n[base]\ndata = { name = "digits" }\n'
+                    'model = { name = "mlp", depth = 1, width = 16 }\ntrain = { epochs = 1 }\n'
+                    '[product]\n"optim.lr" = [0.05, 0.1]\n')
+    store = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "sgdlab.cli", "--store", str(store), "-q", "sweep",
+                        str(grid), "--workers", "2", "--track", f"tensorboard={tmp_path / 'tb'}"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    s = Store(store)
+    runs = s.find_runs(group="tracked")
+    assert len(runs) == 2
+    for run in runs:
+        assert run.config["trackers"][0]["kind"] == "tensorboard"
+        got = tensorboard_scalars(tmp_path / "tb" / run.id)
+        want = stored(s, run.id)
+        assert got.keys() == want.keys()
+        assert all(equal(got[k], float(np.float32(v))) for k, v in want.items())
