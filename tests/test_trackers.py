@@ -211,6 +211,12 @@ def test_trackers_are_not_part_of_a_runs_identity():
     a = small_config().to_dict()
     b = small_config(trackers=[{"kind": "tensorboard", "dest": "x"}]).to_dict()
     assert a != b and config_hash(a) == config_hash(b)
+    older = {k: v for k, v in a.items() if k != "trackers"}  # a run stored before trackers
+    older["data"] = {k: v for k, v in a["data"].items() if k != "options"}  # and options
+    older["model"] = {k: v for k, v in a["model"].items() if k != "options"}
+    assert config_hash(older) == config_hash(a)  # an older store's sweep still skips it
+    c = small_config(**{"model.name": "x.y:z", "model.options": {"w": 2}}).to_dict()
+    assert config_hash(c) != config_hash({**c, "model": {**c["model"], "options": {}}})
     assert TrackerConfig(kind="wandb").online is False  # offline unless asked
 
 
