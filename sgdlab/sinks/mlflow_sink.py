@@ -49,7 +49,8 @@ class MLflowSink(Sink):
         else:
             artifacts = None
             if self.uri and self.uri.startswith("sqlite:///"):
-                artifacts = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+                artifacts = (Path(self.uri[len("sqlite:///"):]).absolute().parent
+                             / "artifacts").as_uri()
             experiment_id = client.create_experiment(name, artifact_location=artifacts)
         found = client.search_runs([experiment_id], f"tags.`sgdlab.run_id` = '{run.id}'")
         if found:
