@@ -8,6 +8,7 @@ import math
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -147,6 +148,8 @@ def wandb_records(path):
         if length == 0 and kind == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record still being written
+            return
         chunks.append(data[pos + 7:pos + 7 + length])
         pos += 7 + length
         if kind in (1, 4):
@@ -162,6 +165,10 @@ def check_wandb(store, run, folder) -> None:
     from sgdlab.sinks.wandb_sink import wandb_id
 
     (path,) = folder.glob(f"wandb/offline-run-*-{wandb_id(run.id)}/*.wandb")
+    deadline = time.monotonic() + 60  # wandb-core finishes writing the file on its own
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+        assert time.monotonic() < deadline, f"{path} has no exit record"
+        time.sleep(0.2)
     got, config, summary = {}, {}, {}
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")

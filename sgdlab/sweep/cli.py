@@ -50,12 +50,14 @@ def cmd_sweep_table(args) -> int:
     from sgdlab.sweep.query import sweep_table
 
     metrics = args.metric or ["train/loss", "test/acc"]
-    table = sweep_table(Store(args.store), args.name, metrics=metrics, at=args.at)
+    store = Store(args.store)
+    table = sweep_table(store, args.name, metrics=metrics, at=args.at)
     diverged = table["status"] == "diverged"
-    if diverged.any():  # their last values are from before the non-finite loss
-        table.loc[diverged, "status"] = [f"diverged@{s}" for s in table.loc[diverged,
-                                                                            "diverged_step"]]
-    table = table.drop(columns=["diverged_step"])
+    if diverged.any():  # their last values are from before the non-finite loss: say where
+        steps = {r.id: r.diverged_step for r in store.find_runs(group=args.name,
+                                                                 status="diverged")}
+        table.loc[diverged, "status"] = [f"diverged@{steps.get(r)}"
+                                         for r in table.loc[diverged, "run"]]
     for metric in metrics:
         if table[metric].isna().all():
             print(f"sgdlab: warning: no run of {args.name!r} logged {metric!r}", file=sys.stderr)

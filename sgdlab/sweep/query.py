@@ -52,16 +52,14 @@ def _sort_key(row: Sequence[Any]) -> tuple:
 
 def sweep_table(store: Store, name: str, metrics: Sequence[str] = ("train/loss", "test/acc"),
                 at: str = "last") -> pd.DataFrame:
-    """One row per run of sweep ``name``: run, name, status, diverged_step (the first
-    non-finite step of a diverged run, else missing), the swept parameters, and each
+    """One row per run of sweep ``name``: run, name, status, the swept parameters, and each
     metric's value at the last step (``at="last"``) or its ``"min"`` / ``"max"`` over
     training. A metric a run never logged is NaN. Rows are sorted by the swept values."""
     if at not in AGGREGATES:
         raise ValueError(f"at must be one of {', '.join(AGGREGATES)}, not {at!r}")
     runs = _group_runs(store, name)
     swept = swept_keys(runs)
-    table = runs[["id", "name", "status", "diverged_step", *swept]].rename(
-        columns={"id": "run"}).copy()
+    table = runs[["id", "name", "status", *swept]].rename(columns={"id": "run"}).copy()
     m = store.metrics(group=name, names=list(metrics))
     if at == "last":
         values = m.sort_values("step").groupby(["run", "name"]).tail(1)
