@@ -253,3 +253,17 @@ def test_a_sweep_tracks_every_run_from_its_worker(tmp_path):
         want = stored(s, run.id)
         assert got.keys() == want.keys()
         assert all(equal(got[k], float(np.float32(v))) for k, v in want.items())
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    import importlib.util
+
+    from sgdlab.errors import ConfigError
+    from sgdlab.sinks import trackers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(trackers.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"trackers\[0\].kind: wandb needs its extra: "
+                                          r"pip install 'sgdlab\[wandb\]'"):
+        trackers.check_trackers([TrackerConfig(kind="wandb")])
