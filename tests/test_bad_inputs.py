@@ -439,6 +439,8 @@ def test_bad_input(category, case, argv, expected, seeded_store, tmp_path, capsy
     shutil.copytree(source, store)
     monkeypatch.chdir(tmp_path)  # user modules (mine/) are found in the current folder
     monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "mine" or m.startswith("mine.")]:
+        monkeypatch.delitem(sys.modules, name)  # each case imports its own folder's copy
     prepare(tmp_path)
     before = snapshot(store)
     argv = [a.replace("{t}", str(tmp_path)).replace("{run}", run_id) for a in argv]

@@ -62,7 +62,7 @@ def test_the_example_package_through_run_sweep_and_report(tmp_path):
 
 def test_a_user_model_is_bit_identical_to_the_same_builtin(store, tmp_path, monkeypatch):
     """The import path changes nothing but where the builder comes from."""
-    pkg = tmp_path / "mine"
+    pkg = tmp_path / "userzoo"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "zoo.py").write_text(
@@ -74,8 +74,8 @@ def test_a_user_model_is_bit_identical_to_the_same_builtin(store, tmp_path, monk
         "    return F.cross_entropy(outputs, targets, reduction='none')\n")
     monkeypatch.chdir(tmp_path)  # the current directory is searched
     a = train(small_config(), store, progress=False)
-    b = train(small_config(**{"model.name": "mine.zoo:same_mlp",
-                              "train.loss": "mine.zoo:per_example_ce"}), store, progress=False)
+    b = train(small_config(**{"model.name": "userzoo.zoo:same_mlp",
+                              "train.loss": "userzoo.zoo:per_example_ce"}), store, progress=False)
     wa, wb = a.load_tensors("final"), b.load_tensors("final")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
