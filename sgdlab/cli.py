@@ -46,20 +46,31 @@ def _tracks(args) -> list:
 
 def cmd_ls(args) -> int:
     store = _store(args)
-    runs = store.runs(status=args.status, group=args.group)
-    if runs.empty:
+    records = store.run_records(status=args.status, group=args.group)
+    if not records:
         print(f"no runs in {store.root}")
         return 0
-    cols = [c for c in ("id", "status", "created", "data.name", "model.name", "optim.lr",
-                        "optim.batch_size", "diverged_step") if c in runs.columns]
-    print(runs[cols].to_string(index=False))
+    keys = [k for k in ("data.name", "model.name", "optim.lr", "optim.batch_size")
+            if any(k in r["config"] for r in records)]
+    table = [["id", "status", "created", *keys, "diverged_step"]]
+    for r in records:
+        created = r["created"].replace("T", " ")[:19]
+        table.append([r["id"], r["status"], created, *(_cell(r["config"].get(k)) for k in keys),
+                      _cell(r["diverged_step"])])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def _cell(value) -> str:
+    return "<NA>" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def cmd_show(args) -> int:
     store = _store(args)
     run = store.get_run(args.run)
-    m = store.metrics(runs=[run.id])
+    last = store.last_metrics(run.id)
     print(f"run     {run.id}\nstatus  {run.status}\nfolder  {run.path}")
     if run.status == "diverged":
         print(f"diverged at step {run.diverged_step}" + (f": {run.message}" if run.message
@@ -69,18 +80,18 @@ def cmd_show(args) -> int:
     if run.status == "running":
         from sgdlab.train.environment import last_session, session_alive
 
-        last = last_session(run)
-        if last is not None and "pid" in last:
-            where = f"pid {last['pid']} on {last.get('host')}"
+        session = last_session(run)
+        if session is not None and "pid" in session:
+            where = f"pid {session['pid']} on {session.get('host')}"
             print("process " + {True: f"{where}, alive", None: f"{where} (another host)",
                                 False: f"{where} is gone: killed; `sgdlab resume {run.id}` "
-                                       "continues it"}[session_alive(last)])
-    if m.empty:
+                                       "continues it"}[session_alive(session)])
+    if not last:
         return 0
-    last = m.sort_values("step").groupby("name").tail(1).set_index("name")
-    width = max(len(n) for n in last.index)
-    for name, row in last.iterrows():
-        print(f"  {name:<{width}}  {row['value']:.6g}  (step {int(row['step'])})")
+    width = max(len(n) for n in last)
+    for name in sorted(last):
+        step, value = last[name]
+        print(f"  {name:<{width}}  {value:.6g}  (step {step})")
     return 0
 
 

@@ -33,6 +33,7 @@ LR_SCHEDULES = ("constant", "step", "cosine", "cyclic")
 BATCH_SCHEDULES = ("constant", "step", "cyclic")
 OPTIMIZERS = ("sgd", "nsgd")
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+EVAL_SPLITS = ("train", "test")  # "train" also evaluates the clean and corrupted examples
 
 
 @dataclass
@@ -204,6 +205,9 @@ class OptimConfig:
 class TrainConfig:
     """Length of training, loss, evaluation and checkpoint cadence.
 
+    Evaluations (loss and accuracy on ``eval_splits``) run every ``eval_every`` steps or,
+    when it is 0, at the start and at the end of every ``eval_epochs``-th epoch;
+    ``eval_epochs = 0`` evaluates only at the end. The end of training always evaluates.
     Checkpoints are taken every ``checkpoint_every`` steps or, when it is 0, at the end of
     every ``checkpoint_epochs``-th epoch; the end of training always checkpoints.
     """
@@ -211,7 +215,9 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = 0  # > 0: stop after this many steps even if epochs remain
     loss: str = "cross_entropy"  # or mse, or "package.module:function" (sgdlab.losses)
-    eval_every: int = 0  # steps between evaluations; 0 = once per epoch
+    eval_every: int = 0  # steps between evaluations; 0 = every eval_epochs epochs
+    eval_epochs: int = 1  # epochs between evaluations when eval_every = 0; 0 = only the end
+    eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS))
     eval_batch_size: int = 0  # examples per forward pass; 0 = 4096 on CUDA, 128 on CPU
     checkpoint_every: int = 0  # steps between checkpoints; 0 = every checkpoint_epochs epochs
     checkpoint_epochs: int = 1  # epochs between checkpoints when checkpoint_every = 0
@@ -222,6 +228,11 @@ class TrainConfig:
         _at_least("train.max_steps", self.max_steps, 0)
         _name_or_path("train.loss", self.loss, LOSSES)
         _at_least("train.eval_every", self.eval_every, 0)
+        _at_least("train.eval_epochs", self.eval_epochs, 0)
+        for i, split in enumerate(self.eval_splits):
+            _choice(f"train.eval_splits[{i}]", split, EVAL_SPLITS)
+        if not self.eval_splits:
+            raise ConfigError("train.eval_splits: must name at least one of train, test")
         _at_least("train.eval_batch_size", self.eval_batch_size, 0)
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
         _at_least("train.checkpoint_epochs", self.checkpoint_epochs, 1)

@@ -19,7 +19,7 @@ from sgdlab.experiments.lr_batch_ratio import (
 CLAIMS = ("Runs with equal η/S", "invariance breaks",
           "λ_max at the endpoint decreases with η/S", "Tr H at the endpoint decreases with η/S",
           "Linear least squares", "exact discrete-time formula", "Networks: time-averaged",
-          "Cyclic batch size and cyclic learning rate")
+          "Cyclic batch size and cyclic learning rate", "A step decay of η and the equivalent")
 
 
 def _rotated(spectrum, seed=0):
@@ -86,6 +86,15 @@ def test_spread_and_configs():
         assert all(c["probes"][0]["trace"] and c["probes"][0]["every"] == "epoch" for c in cfgs)
     paper = EXPERIMENT.configs("paper")
     assert {c["data"]["name"] for c in paper} == {"fashion-mnist"}
+    # the step pair: the same η/S schedule, by η decay or by S growth
+    for scale in EXPERIMENT.scales:
+        lr_run, bs_run = (next(c for c in EXPERIMENT.configs(scale) if k in c["name"])
+                          for k in ("_step-lr", "_step-bs"))
+        lr_s, bs_s = lr_run["optim"]["lr_schedule"], bs_run["optim"]["batch_schedule"]
+        assert lr_s["kind"] == bs_s["kind"] == "step"
+        assert lr_s["milestones"] == bs_s["milestones"] and lr_s["gamma"] * bs_s["factor"] == 1
+    cpu = EXPERIMENT.configs("cpu")
+    assert {c["seed"] for c in cpu} == {0, 1} and len(cpu) == 2 * (2 * 4 + 1 + 2 + 2)
     assert {c["model"]["name"] for c in paper} == {"mlp", "cnn"}
 
 
@@ -107,7 +116,7 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert [c.verdict for c in result.checks[4:6]] == ["held", "held"]  # exact theory
 
     html = result.html_path.read_text()
-    assert html.count("data:image/png;base64,") == len(result.figure_paths) == 4
+    assert html.count("data:image/png;base64,") == len(result.figure_paths) == 5
     assert "η/(4S) Tr H" in html and "Jastrzębski" in html
     data = json.loads(result.json_path.read_text())
     assert data["experiment"] == "lr-batch-ratio" and len(data["checks"]) == len(CLAIMS)

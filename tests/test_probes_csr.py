@@ -163,3 +163,43 @@ def test_inside_the_trainer_without_changing_the_trajectory(store):
     m = store.metrics(runs=[run.id])
     values = m[m["name"] == 'csr/csr']["value"]
     assert len(values) >= 2 and values.notna().all()
+
+
+def test_defaults_are_the_authors_values_in_pixel_units():
+    """r = 0.3, alpha = 0.25, beta = 0.2 grey levels (of 255), at most 100 iterations."""
+    probe = CriticalSampleRatio()
+    assert probe.radius * 255 == pytest.approx(0.3) and probe.alpha * 255 == pytest.approx(0.25)
+    assert probe.beta * 255 == pytest.approx(0.2) and probe.max_iter == 100
+
+
+def test_defaults_separate_a_random_label_network_from_a_real_label_one():
+    """At the defaults, a network that memorized random labels has many more critical test
+    samples than one trained on real labels (digits, both fitted to 100%)."""
+    import torch.nn.functional as F
+
+    from sgdlab.config import DataConfig, ModelConfig
+    from sgdlab.data import load_data
+    from sgdlab.models import build_model
+
+    csr = {}
+    for noise in (0.0, 1.0):
+        torch.manual_seed(0)
+        data = load_data(DataConfig(name="digits", download=False, label_noise=noise), seed=0)
+        model = build_model(ModelConfig(name="mlp", depth=2, width=128), data.input_shape, 10)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(150):
+            perm = torch.randperm(data.n_train, generator=g)
+            for i in range(0, data.n_train - 63, 64):
+                idx = perm[i:i + 64]
+                opt.zero_grad()
+                F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+                opt.step()
+            with torch.no_grad():
+                if (model(data.x_train).argmax(1) == data.y_train).all():
+                    break
+        with torch.no_grad():
+            assert (model(data.x_train).argmax(1) == data.y_train).all()
+        csr[noise] = critical_sample_ratio(model, data.x_test, scale=data.input_scale,
+                                           generator=torch.Generator().manual_seed(1))
+    assert csr[0.0] < 0.05 and csr[1.0] > 0.1

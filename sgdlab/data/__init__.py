@@ -11,6 +11,7 @@ tasks; seeded subsets, label and input corruption with masks; normalization; bat
 
 from sgdlab.data.batching import batches_per_epoch, epoch_permutation, iterate_batches
 from sgdlab.data.bundle import DataBundle, load_data
+from sgdlab.data.cache import DATA_CACHE, cached_load_data
 from sgdlab.data.download import cache_root, data_root
 
 
@@ -24,7 +25,9 @@ def check_data(cfg) -> None:
         check_loader(cfg)
 
 __all__ = [
+    "DATA_CACHE",
     "DataBundle",
+    "cached_load_data",
     "batches_per_epoch",
     "cache_root",
     "check_data",

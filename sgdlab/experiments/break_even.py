@@ -72,6 +72,13 @@ GRIDS = {
         data={"name": "mnist1d", "download": False},
         model={"name": "mlp", "depth": 2, "width": 128}, epochs=6, lrs=(0.1, 0.2, 0.5),
         batch=32, lr=0.2, batch2=8, n=256, log_points=30, evals_per_epoch=25, eval_batch=4096),
+    # cpu: the MLP 784-256-256-10 in place of the CNN on 20,000 images, with learning rates
+    # scaled to the MLP's sharpness (at the CNN's η its λ_max stays below every 2/η)
+    "cpu": dict(
+        data={"name": "fashion-mnist", "n_train": 20000},
+        model={"name": "mlp", "depth": 2, "width": 256}, epochs=4, lrs=(0.1, 0.2, 0.3),
+        batch=128, lr=0.2, batch2=32, n=512, log_points=30, evals_per_epoch=10,
+        eval_batch=8192),
     "paper": dict(
         data={"name": "fashion-mnist"}, model={"name": "cnn"}, epochs=4,
         lrs=(0.01, 0.03, 0.1), batch=128, lr=0.03, batch2=32, n=1024, log_points=40,
@@ -155,6 +162,7 @@ def level_correlation(keys, table: np.ndarray) -> np.ndarray:
 class BreakEven(Experiment):
     name = "break-even"
     title = "The break-even point: λ_max(H), λ_max(K) and Tr K at matched training loss"
+    scales = ("smoke", "cpu", "paper")
     reference = ("S. Jastrzębski, M. Szymczak, S. Fort, D. Arpit, J. Tabor, K. Cho, "
                  "K. Geras. The Break-Even Point on Optimization Trajectories of Deep "
                  "Neural Networks. ICLR 2020 (arXiv:2002.09572)")
@@ -168,7 +176,8 @@ class BreakEven(Experiment):
         points = [(lr, g["batch"]) for lr in g["lrs"]] + [(g["lr"], g["batch2"])]
         out = []
         for lr, batch in points:
-            every = max(1, N_TRAIN[g["data"]["name"]] // batch // g["evals_per_epoch"])
+            n_train = g["data"].get("n_train") or N_TRAIN[g["data"]["name"]]
+            every = max(1, n_train // batch // g["evals_per_epoch"])
             out.append({
                 "name": f"{self.name}-{scale}_lr-{lr:g}_S-{batch}", "seed": 0,
                 "data": dict(g["data"]), "model": dict(g["model"]),

@@ -26,3 +26,47 @@ def plain(ax) -> None:
         if axis.get_scale() == "log":
             axis.set_major_formatter(FormatStrFormatter("%g"))
             axis.set_minor_formatter(NullFormatter())
+
+
+def first_reach(x, values, level: float) -> float:
+    """The first ``x`` (e.g. epoch) at which ``values`` ≥ ``level``; ``inf`` if never."""
+    x, v = np.asarray(x, float), np.asarray(values, float)
+    hit = np.flatnonzero(v >= level)
+    return float(x[hit[0]]) if len(hit) else math.inf
+
+
+def mean_spread(values) -> tuple[float, float, float]:
+    """(mean, min, max) of the finite values; NaNs if none (inf counts: it is a result)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], float)
+    if not len(v):
+        return math.nan, math.nan, math.nan
+    return float(np.mean(v)), float(np.min(v)), float(np.max(v))
+
+
+def fmt_spread(values, fmt: str = ".3g") -> str:
+    """``mean [min, max]`` over seeds, or the single value."""
+    mean, lo, hi = mean_spread(values)
+    if len([x for x in values if not math.isnan(x)]) <= 1 or lo == hi:
+        return format(mean, fmt)
+    return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def load_trained(ctx, run_id: str):
+    """``(model, data, loss_fn)`` of a finished run rebuilt from its config and its final
+    parameters (``final.safetensors``), on the CPU, model in eval mode."""
+    import torch
+
+    from sgdlab.config import from_dict
+    from sgdlab.data import load_data
+    from sgdlab.models import build_model
+    from sgdlab.train import make_loss  # the same name before and after losses moved
+
+    run = ctx.run(run_id)
+    cfg = from_dict(run.config)
+    dtype = getattr(torch, cfg.dtype)
+    data = load_data(cfg.data, cfg.seed, "cpu", dtype)
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to("cpu", dtype)
+    state = run.load_tensors("final")
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
+                           for k, v in state.items()})
+    return model.eval(), data, make_loss(cfg.train.loss)

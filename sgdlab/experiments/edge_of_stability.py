@@ -23,6 +23,8 @@ mean) starts low. Each η is chosen from the initial sharpness λ_0 so that 2/η
 
 - smoke: digits (512 train, centered), MLP 64-32-32-10 tanh, MSE (λ_0 ≈ 2.7),
   2/η ∈ {5, 6.5}, 1,500 steps, λ_max every 20 steps: 2 runs.
+- cpu: the MLP rows of the paper grid, MSE on 2,000 training images, cross-entropy on the
+  paper's 5,000 (see ``GRIDS``): 4 runs.
 - paper: Fashion-MNIST (5,000 train, centered), MLP 784-200-200-10 tanh and the simple CNN
   (tanh), MSE and cross-entropy; λ_0 measured at initialization: MLP 4.3 (MSE) / 1.5 (CE),
   CNN 16.3 (MSE) / 2.2 (CE); two η per pair (table ``GRIDS``); 3,000 steps (MLP, MSE),
@@ -39,6 +41,7 @@ import numpy as np
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
 
 FASHION = {"name": "fashion-mnist", "n_train": 5000, "normalize": "center"}
+FASHION_CPU = {**FASHION, "n_train": 2000}
 MLP = {"name": "mlp", "depth": 2, "width": 200, "activation": "tanh"}
 CNN = {"name": "cnn", "activation": "tanh"}
 GRIDS = {
@@ -46,6 +49,12 @@ GRIDS = {
     "smoke": [("mlp", {"name": "mlp", "depth": 2, "width": 32, "activation": "tanh"}, "mse",
                {"name": "digits", "n_train": 512, "normalize": "center", "download": False},
                (5.0, 6.5), 1500, 20)],
+    # cpu: the paper's MLP rows (a full-batch CNN step is too slow for two CPU cores), MSE
+    # on 2,000 of the 5,000 images; cross-entropy keeps all 5,000: on 2,000 it fits the set
+    # within 1,500 steps and λ_max falls below 2/η as the loss nears zero (last-half means
+    # 0.61 and 0.81 measured), the known cross-entropy behaviour, not the edge
+    "cpu": [("mlp", MLP, "mse", FASHION_CPU, (10.0, 15.0), 3000, 20),
+            ("mlp", MLP, "cross_entropy", FASHION, (4.0, 6.0), 1500, 20)],
     "paper": [("mlp", MLP, "mse", FASHION, (10.0, 15.0), 3000, 20),
               ("mlp", MLP, "cross_entropy", FASHION, (4.0, 6.0), 1500, 20),
               ("cnn", CNN, "mse", FASHION, (30.0, 45.0), 2000, 25),
@@ -61,6 +70,7 @@ class EdgeOfStability(Experiment):
     title = "Full-batch gradient descent at the edge of stability"
     reference = ("J. M. Cohen, S. Kaur, Y. Li, J. Z. Kolter, A. Talwalkar, \"Gradient Descent "
                  "on Neural Networks Typically Occurs at the Edge of Stability\", ICLR 2021")
+    scales = ("smoke", "cpu", "paper")
     summary = ("Full-batch GD on a fixed training subset for several η; the top eigenvalue of "
                "the full-batch Hessian every few steps against the stability threshold 2/η.")
 

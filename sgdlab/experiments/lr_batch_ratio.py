@@ -52,14 +52,25 @@ SCALES = {
     "smoke": dict(data={"name": "digits", "n_train": 1024, "download": False},
                   models={"mlp": {"name": "mlp", "depth": 1, "width": 32}},
                   ratios=(1 / 800, 1 / 400, 1 / 200), batch_sizes=(16, 64), big_batch=512,
-                  epochs=15,
-                  hessian={"n": 256, "trace_products": 30}, cyclic=(16, 0.08)),
+                  epochs=15, seeds=(0,),
+                  hessian={"n": 256, "trace_products": 30}, cyclic=(16, 0.08),
+                  step=(16, 0.08, [8, 12], 4)),
+    # cpu: the MLP rows of the paper grid on 10,000 images, with S ∈ {32, 128} (η = r S
+    # from 0.01 to 0.32: at S = 256 the members of a pair are 4x further from the SDE
+    # limit) and 2 seeds; the CNN's Hessian-vector products are too slow for 2 cores
+    "cpu": dict(data={"name": "fashion-mnist", "n_train": 10000},
+                models={"mlp": {"name": "mlp", "depth": 2, "width": 256}},
+                ratios=(1 / 3200, 1 / 1600, 1 / 800, 1 / 400), batch_sizes=(32, 128),
+                big_batch=1024, epochs=10, seeds=(0, 1),
+                hessian={"n": 512, "trace_products": 40}, cyclic=(32, 0.02),
+                step=(32, 0.04, [5, 8], 4)),
     "paper": dict(data={"name": "fashion-mnist"},
                   models={"mlp": {"name": "mlp", "depth": 2, "width": 256},
                           "cnn": {"name": "cnn"}},
                   ratios=(1 / 3200, 1 / 1600, 1 / 800, 1 / 400), batch_sizes=(64, 256),
-                  big_batch=1024, epochs=10, hessian={"n": 1024, "trace_products": 80},
-                  cyclic=(64, 0.04)),
+                  big_batch=1024, epochs=10, seeds=(0,),
+                  hessian={"n": 1024, "trace_products": 80}, cyclic=(64, 0.04),
+                  step=(64, 0.08, [5, 8], 4)),
 }
 CYCLE = {"period": 4, "min_factor": 0.25}
 SAME_TOL = 0.25  # claim 1: equal η/S -> endpoint λ_max within 25%
@@ -144,33 +155,45 @@ class LRBatchRatio(Experiment):
                "The relation E[L] = η/(4S) Tr H is also checked exactly on linear least "
                "squares by simulation.")
 
+    scales = ("smoke", "cpu", "paper")
+
     def configs(self, scale: str) -> list[dict]:
         sc = SCALES[scale]
         probe = {"name": "hessian", "every": "epoch", "k": 1, "trace": True,
                  "trace_rtol": 0.05, **sc["hessian"]}
         out = []
         for key, model in sc["models"].items():
-            def run(lr, S, suffix="", key=key, model=model, **optim):
-                return {"name": f"{key}_eta-{lr:g}_S-{S}{suffix}", "data": dict(sc["data"]),
-                        "model": dict(model), "optim": {"lr": lr, "batch_size": S, **optim},
-                        "train": {"epochs": sc["epochs"]}, "probes": [dict(probe)]}
-            for r in sc["ratios"]:
-                out += [run(round(r * S, 10), S) for S in sc["batch_sizes"]]
-            r, S = max(sc["ratios"]), sc["big_batch"]
-            out.append(run(round(r * S, 10), S))
-            S, lr = sc["cyclic"]
-            out.append(run(lr, S, "_cyclic-lr", lr_schedule={"kind": "cyclic", **CYCLE}))
-            out.append(run(lr, S, "_cyclic-bs", batch_schedule={"kind": "cyclic", **CYCLE}))
+            for seed in sc["seeds"]:
+                def run(lr, S, suffix="", key=key, model=model, seed=seed, **optim):
+                    tail = f"_seed-{seed}" if len(sc["seeds"]) > 1 else ""
+                    return {"name": f"{key}_eta-{lr:g}_S-{S}{suffix}{tail}", "seed": seed,
+                            "data": dict(sc["data"]), "model": dict(model),
+                            "optim": {"lr": lr, "batch_size": S, **optim},
+                            "train": {"epochs": sc["epochs"]}, "probes": [dict(probe)]}
+                for r in sc["ratios"]:
+                    out += [run(round(r * S, 10), S) for S in sc["batch_sizes"]]
+                r, S = max(sc["ratios"]), sc["big_batch"]
+                out.append(run(round(r * S, 10), S))
+                S, lr = sc["cyclic"]
+                out.append(run(lr, S, "_cyclic-lr", lr_schedule={"kind": "cyclic", **CYCLE}))
+                out.append(run(lr, S, "_cyclic-bs", batch_schedule={"kind": "cyclic", **CYCLE}))
+                S, lr, milestones, factor = sc["step"]
+                out.append(run(lr, S, "_step-lr", lr_schedule={
+                    "kind": "step", "milestones": milestones, "gamma": 1 / factor}))
+                out.append(run(lr, S, "_step-bs", batch_schedule={
+                    "kind": "step", "milestones": milestones, "factor": float(factor)}))
         return out
 
     def analyze(self, ctx: AnalysisContext):
         t = endpoint_table(ctx)
         ls = linear_study(ctx.extra_dir / "linear_least_squares.json")
-        const = t[t["role"] != "cyclic"]
+        const = t[~t["role"].isin(["cyclic", "step"])]
         ok = const[(const["status"] == "finished") & (const["role"] == "grid")]  # moderate η
         checks = [_equal_ratio_check(ok), _break_check(const),
                   _trend_check(ok, "lam", "λ_max"), _trend_check(ok, "trace", "Tr H"),
-                  *_linear_checks(ls), _network_loss_check(ok), _cyclic_check(t)]
+                  *_linear_checks(ls), _network_loss_check(ok), _cyclic_check(t),
+                  _schedule_check(t, "step", "A step decay of η and the equivalent step "
+                                  "increase of S (same η/S schedule)")]
         return checks, figures(ctx, t, ls)
 
 
@@ -194,10 +217,11 @@ def endpoint_table(ctx: AnalysisContext) -> pd.DataFrame:
             return float(s[s["step"] >= 2 * s["step"].max() / 3]["value"].mean())
 
         lr, S = float(r["optim.lr"]), int(r["optim.batch_size"])
-        cyclic = "cyclic" in (r.get("optim.lr_schedule.kind"), r.get("optim.batch_schedule.kind"))
+        kinds = (r.get("optim.lr_schedule.kind"), r.get("optim.batch_schedule.kind"))
+        role = "cyclic" if "cyclic" in kinds else "step" if "step" in kinds else "grid"
         rows.append({"id": r["id"], "name": r["name"], "model": r["model.name"], "lr": lr,
-                     "S": S, "ratio": lr / S, "status": r["status"],
-                     "role": "cyclic" if cyclic else "grid", "lam": last("hessian/lambda_max"),
+                     "S": S, "ratio": lr / S, "status": r["status"], "seed": int(r["seed"]),
+                     "role": role, "lam": last("hessian/lambda_max"),
                      "trace": last("hessian/trace"), "acc": last("test/acc"),
                      "loss_avg": tail_mean("train/batch_loss"),
                      "pred_avg": lr / (4 * S) * tail_mean("hessian/trace")})
@@ -209,9 +233,9 @@ def endpoint_table(ctx: AnalysisContext) -> pd.DataFrame:
 
 
 def _groups(t: pd.DataFrame):
-    """(model, ratio) -> rows with that η/S (ratios rounded to 6 significant digits)."""
+    """(model, ratio, seed) -> rows with that η/S (ratios rounded to 6 significant digits)."""
     key = t["ratio"].map(lambda x: float(f"{x:.6g}"))
-    return t.groupby([t["model"], key])
+    return t.groupby([t["model"], key, t["seed"]])
 
 
 def _equal_ratio_check(ok: pd.DataFrame) -> Check:
@@ -219,7 +243,13 @@ def _equal_ratio_check(ok: pd.DataFrame) -> Check:
     spreads = {k: spread(g["lam"]) for k, g in _groups(moderate) if len(g) >= 2}
     spreads = {k: v for k, v in spreads.items() if np.isfinite(v)}
     worst = max(spreads.values(), default=math.nan)
-    text = ", ".join(f"{m} η/S={r:.3g}: {v:.0%}" for (m, r), v in spreads.items())
+    by_ratio: dict = {}
+    for (m, r, _), v in spreads.items():
+        by_ratio.setdefault((m, r), []).append(v)
+    text = ", ".join(f"{m} η/S={r:.3g}: " + "/".join(f"{v:.0%}" for v in vs)
+                     for (m, r), vs in by_ratio.items())
+    if len(moderate) and moderate["seed"].nunique() > 1:
+        text += " (one value per seed)"
     return Check(f"Runs with equal η/S (moderate η) end with λ_max within {SAME_TOL:.0%} of "
                  "each other (max/min − 1)", text or "no complete pair",
                  verdict(None if not spreads else worst <= SAME_TOL), worst)
@@ -228,9 +258,10 @@ def _equal_ratio_check(ok: pd.DataFrame) -> Check:
 def _break_check(const: pd.DataFrame) -> Check:
     parts, broke = [], []
     done = const[(const["role"] == "grid") & (const["status"] == "finished")]
-    for model, big in const[const["role"] == "large-eta"].groupby("model"):
+    for (model, seed), big in const[const["role"] == "large-eta"].groupby(["model", "seed"]):
         b = big.iloc[0]
-        same = done[(done["model"] == model) & np.isclose(done["ratio"], b["ratio"])]
+        same = done[(done["model"] == model) & np.isclose(done["ratio"], b["ratio"])
+                    & (done["seed"] == seed)]
         if b["status"] == "diverged":
             parts.append(f"{model}: η={b['lr']:g} diverged")
             broke.append(True)
@@ -289,19 +320,26 @@ def _network_loss_check(ok: pd.DataFrame) -> Check:
 
 
 def _cyclic_check(t: pd.DataFrame) -> Check:
+    return _schedule_check(t, "cyclic", "Cyclic batch size and cyclic learning rate with the "
+                           "same η/S schedule")
+
+
+def _schedule_check(t: pd.DataFrame, kind: str, what: str) -> Check:
+    """The ``<kind>-lr`` and ``<kind>-bs`` runs of each model and seed end within ACC_TOL
+    of test accuracy."""
     parts, diffs = [], []
-    for model, g in t[t["role"] == "cyclic"].groupby("model"):
-        lr_run = g[g["name"].str.endswith("cyclic-lr")]
-        bs_run = g[g["name"].str.endswith("cyclic-bs")]
+    for (model, seed), g in t[t["role"] == kind].groupby(["model", "seed"]):
+        lr_run = g[g["name"].str.contains(f"{kind}-lr")]
+        bs_run = g[g["name"].str.contains(f"{kind}-bs")]
         if len(lr_run) and len(bs_run):
             a, b = lr_run.iloc[0], bs_run.iloc[0]
             diffs.append(abs(a["acc"] - b["acc"]))
-            parts.append(f"{model}: test acc {a['acc']:.4f} (cyclic LR) vs {b['acc']:.4f} "
-                         f"(cyclic BS); λ_max {a['lam']:.3g} vs {b['lam']:.3g}")
+            parts.append(f"{model} seed {seed}: test acc {a['acc']:.4f} ({kind} LR) vs "
+                         f"{b['acc']:.4f} ({kind} BS); λ_max {a['lam']:.3g} vs {b['lam']:.3g}")
     finite = [d for d in diffs if np.isfinite(d)]
-    return Check(f"Cyclic batch size and cyclic learning rate with the same η/S schedule end "
-                 f"within {ACC_TOL * 100:g} points of test accuracy", "; ".join(parts) or
-                 "missing runs", verdict(max(finite) <= ACC_TOL if finite else None),
+    return Check(f"{what} end within {ACC_TOL * 100:g} points of test accuracy",
+                 "; ".join(parts) or "missing runs",
+                 verdict(max(finite) <= ACC_TOL if finite else None),
                  max(finite) if finite else None)
 
 
@@ -324,17 +362,20 @@ def figures(ctx: AnalysisContext, t: pd.DataFrame, ls: pd.DataFrame) -> list:
     out = [_endpoint_figure(t)]
     m = ctx.metrics(["train/loss", "test/acc", "hessian/lambda_max"])
     for model in t["model"].unique():
-        out.append(_equal_ratio_figure(m, t[(t["model"] == model) & (t["role"] != "cyclic")],
-                                       model))
+        out.append(_equal_ratio_figure(
+            m, t[(t["model"] == model) & (t["role"].isin(["grid", "large-eta"]))
+                 & (t["seed"] == t["seed"].min())], model))
     out.append(_loss_figure(t, ls))
     for model in t["model"].unique():
-        out.append(_cyclic_figure(m, t[(t["model"] == model) & (t["role"] == "cyclic")], model))
+        for kind in ("cyclic", "step"):
+            out.append(_cyclic_figure(m, t[(t["model"] == model) & (t["role"] == kind)
+                                           & (t["seed"] == t["seed"].min())], model, kind))
     return out
 
 
 def _endpoint_figure(t: pd.DataFrame):
     fig, axes = _panels(3)
-    ok = t[(t["status"] == "finished") & (t["role"] != "cyclic")]
+    ok = t[(t["status"] == "finished") & t["role"].isin(["grid", "large-eta"])]
     sizes = sorted(ok["S"].unique())
     for ci, (model, g) in enumerate(ok.groupby("model")):
         for S, h in g.groupby("S"):
@@ -377,7 +418,7 @@ def _equal_ratio_figure(m: pd.DataFrame, t: pd.DataFrame, model: str):
 
 def _loss_figure(t: pd.DataFrame, ls: pd.DataFrame):
     fig, (ax_n, ax_l) = _panels(2, 4.6)
-    ok = t[(t["status"] == "finished") & (t["role"] != "cyclic")]
+    ok = t[(t["status"] == "finished") & t["role"].isin(["grid", "large-eta"])]
     for ci, (model, g) in enumerate(ok.groupby("model")):
         ax_n.plot(g["pred_avg"], g["loss_avg"], "o", color=f"C{ci}", label=model)
     if len(ok):
@@ -403,10 +444,10 @@ def _loss_figure(t: pd.DataFrame, ls: pd.DataFrame):
     return "E[L] against eta-(4S) Tr H", fig
 
 
-def _cyclic_figure(m: pd.DataFrame, t: pd.DataFrame, model: str):
+def _cyclic_figure(m: pd.DataFrame, t: pd.DataFrame, model: str, kind: str = "cyclic"):
     fig, axes = _panels(3)
     for i, (_, r) in enumerate(t.iterrows()):
-        label = "cyclic LR" if r["name"].endswith("cyclic-lr") else "cyclic batch size"
+        label = f"{kind} LR" if f"{kind}-lr" in r["name"] else f"{kind} batch size"
         for ax, name in zip(axes, ("train/loss", "test/acc", "hessian/lambda_max")):
             s = _curve(m, r["id"], name)
             ax.plot(s["epoch"], s["value"], color=f"C{i}", ls=("-", "--")[i % 2], label=label)
@@ -414,7 +455,7 @@ def _cyclic_figure(m: pd.DataFrame, t: pd.DataFrame, model: str):
         ax.set(xlabel="epoch", ylabel=label)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
-    return f"Cyclic batch size vs cyclic learning rate ({model})", fig
+    return f"{kind.capitalize()} batch size vs {kind} learning rate ({model})", fig
 
 
 EXPERIMENT = LRBatchRatio()

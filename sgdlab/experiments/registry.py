@@ -7,7 +7,16 @@ Adding an experiment: a module defining ``EXPERIMENT = MyExperiment()`` and one 
 from __future__ import annotations
 
 from sgdlab.errors import SgdlabError
-from sgdlab.experiments import break_even, edge_of_stability, lr_batch_ratio, sharpest_directions
+from sgdlab.experiments import (
+    break_even,
+    capacity,
+    edge_of_stability,
+    iterative_inference,
+    lr_batch_ratio,
+    memorization,
+    sharpest_directions,
+    stiffness,
+)
 from sgdlab.experiments.base import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -17,6 +26,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         sharpest_directions.EXPERIMENT,
         break_even.EXPERIMENT,
         edge_of_stability.EXPERIMENT,
+        memorization.EXPERIMENT,
+        capacity.EXPERIMENT,
+        stiffness.EXPERIMENT,
+        iterative_inference.EXPERIMENT,
     )
 }
 

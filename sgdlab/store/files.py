@@ -146,12 +146,23 @@ def check_loadable(obj: Any, where: str = "state") -> None:
                         "strings, lists, tuples or dicts")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def checkpoint_bytes(state: dict) -> bytes:
+    """``state`` serialized as ``torch.save`` writes it (after :func:`check_loadable`): a
+    snapshot, so the tensors may change once this returns."""
+    import io
+
     import torch
 
     check_loadable(state)
-    with atomic_path(path, durable=True) as tmp, open(tmp, "xb") as f:
-        torch.save(state, f)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, state: dict | bytes) -> None:
+    """Write a checkpoint durably: a state dict, or the bytes of :func:`checkpoint_bytes`."""
+    data = state if isinstance(state, bytes) else checkpoint_bytes(state)
+    write_bytes(path, data, durable=True)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -174,9 +174,10 @@ class Run:
     def checkpoint_steps(self) -> list[int]:
         return files.checkpoint_steps(self.path / "checkpoints")
 
-    def save_checkpoint(self, step: int, state: dict, keep: int | None = 2) -> None:
-        """torch.save ``state`` durably to ``checkpoints/step_<step>.pt``; keep the ``keep``
-        highest steps (``None``: all). TypeError if weights_only loading would refuse it."""
+    def save_checkpoint(self, step: int, state: dict | bytes, keep: int | None = 2) -> None:
+        """torch.save ``state`` durably to ``checkpoints/step_<step>.pt`` (or write the bytes
+        of :func:`~sgdlab.store.files.checkpoint_bytes`); keep the ``keep`` highest steps
+        (``None``: all). TypeError if weights_only loading would refuse it."""
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, not {keep}")
         files.save_checkpoint(self._checkpoint_path(step), state)

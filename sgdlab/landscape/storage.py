@@ -1,0 +1,51 @@
+"""Results as .npz files: arrays plus one JSON document of metadata, written atomically
+(a temporary file renamed into place, so a failed write leaves nothing behind)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sgdlab.landscape.errors import LandscapeError
+
+
+def to_numpy(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    return np.asarray(t)
+
+
+def save_npz(path: str | os.PathLike, arrays: dict, meta: dict) -> Path:
+    """Write ``arrays`` (name → array or tensor) and ``meta`` (JSON-able) to ``path``."""
+    path = Path(path)
+    if "meta_json" in arrays:
+        raise LandscapeError("save: 'meta_json' is a reserved array name")
+    payload = {k: to_numpy(v) for k, v in arrays.items()}
+    payload["meta_json"] = np.array(json.dumps(meta, sort_keys=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) as written by :func:`save_npz`."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise LandscapeError(f"{path}: not a landscape .npz file ({err})") from err
+    if "meta_json" not in arrays:
+        raise LandscapeError(f"{path}: not a landscape .npz file (no metadata)")
+    return arrays, json.loads(str(arrays.pop("meta_json")))
