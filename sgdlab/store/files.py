@@ -174,8 +174,15 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise StoreError(f"no checkpoint {path}") from None
     except Exception as exc:  # truncated zip, bad pickle, refused global...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"unreadable checkpoint {path}: {first}") from exc
+        text = str(exc).strip()
+        if "Weights only load failed" in text:  # say why, without torch's unsafe advice
+            found = re.search(r"GLOBAL (\S+)", text)
+            what = (f"it needs {found[1]}, which a weights-only load never calls" if found
+                    else "it holds objects other than tensors, numbers and containers")
+            raise StoreError(f"unreadable checkpoint {path}: refused, {what}; sgdlab never "
+                             "runs code from a checkpoint") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise StoreError(f"unreadable checkpoint {path}: {first}") from None
 
 
 # -- safetensors -------------------------------------------------------------------------

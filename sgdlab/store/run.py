@@ -193,15 +193,20 @@ class Run:
         if step is not None:
             return files.load_checkpoint(self._checkpoint_path(step))
         steps = self.checkpoint_steps()
+        first: StoreError | None = None
         for s in reversed(steps):
             try:
                 return files.load_checkpoint(self._checkpoint_path(s))
             except StoreError as exc:
-                warnings.warn(f"{exc}; falling back to an older checkpoint", RuntimeWarning,
-                              stacklevel=2)
+                first = first or exc
+                if s != steps[0]:
+                    warnings.warn(f"{exc}; falling back to an older checkpoint",
+                                  RuntimeWarning, stacklevel=2)
+        if len(steps) == 1:
+            raise first
         if steps:
             raise StoreError(f"run '{self.id}' has no readable checkpoint "
-                             f"({len(steps)} unreadable)")
+                             f"({len(steps)} unreadable; the newest: {first})")
         return None
 
     # -- weights and results ----------------------------------------------------------

@@ -42,6 +42,9 @@ class Store:
         if root is None:
             root = os.environ.get("SGDLAB_STORE") or "sgdlab-runs"
         self.root = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: is a file, not a store folder (--store, "
+                             "$SGDLAB_STORE)")
         self._index = Index(self.root / "index.sqlite")
 
     def __repr__(self) -> str:

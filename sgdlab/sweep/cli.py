@@ -7,12 +7,17 @@ imports (torch, pandas) happen inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
+    from sgdlab.imports import add_search_folder
     from sgdlab.store import Store
 
+    add_search_folder(Path(args.grid).parent)  # before workers start: they inherit sys.path
     store = Store(args.store)
     executor = None if args.dry_run else executor_from_args(args)
     if hasattr(executor, "start"):  # worker processes import torch while the grid loads
@@ -25,10 +30,12 @@ def cmd_sweep(args) -> int:
 
 
 def _sweep(args, store, executor) -> int:
+    from sgdlab.sinks.trackers import parse_track
     from sgdlab.sweep.execute import plan_sweep, run_sweep
     from sgdlab.sweep.grid import load_grid
 
-    sweep = load_grid(args.grid, args.set)
+    tracks = [dataclasses.asdict(parse_track(t)) for t in args.track]
+    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])])
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
         print(f"sweep {sweep.name}: {len(tasks)} points (group {sweep.name!r} in {store.root})")
@@ -40,6 +47,14 @@ def _sweep(args, store, executor) -> int:
     result = run_sweep(sweep, store, progress=not args.quiet, executor=executor)
     print(result)
     return 0 if result.failed + result.killed == 0 else 1
+
+
+def _toml(items: list[dict]) -> str:
+    """Inline TOML for a list of flat tables of strings and booleans."""
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+    return "[" + ", ".join("{" + ", ".join(f"{k} = {value(v)}" for k, v in d.items()) + "}"
+                           for d in items) + "]"
 
 
 def executor_from_args(args):
@@ -104,7 +119,14 @@ def cmd_sweep_table(args) -> int:
     from sgdlab.sweep.query import sweep_table
 
     metrics = args.metric or ["train/loss", "test/acc"]
-    table = sweep_table(Store(args.store), args.name, metrics=metrics, at=args.at)
+    store = Store(args.store)
+    table = sweep_table(store, args.name, metrics=metrics, at=args.at)
+    diverged = table["status"] == "diverged"
+    if diverged.any():  # their last values are from before the non-finite loss: say where
+        steps = {r.id: r.diverged_step for r in store.find_runs(group=args.name,
+                                                                 status="diverged")}
+        table.loc[diverged, "status"] = [f"diverged@{steps.get(r)}"
+                                         for r in table.loc[diverged, "run"]]
     for metric in metrics:
         if table[metric].isna().all():
             print(f"sgdlab: warning: no run of {args.name!r} logged {metric!r}", file=sys.stderr)
@@ -142,6 +164,9 @@ def add_sweep_commands(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field (train.epochs=5) or a grid key "
                    "(seeds=[0,1], product.optim.lr=[0.1,0.2]); repeatable")
+    p.add_argument("--track", action="append", default=[], metavar="KIND[=DEST]",
+                   help="send every run live to a tracker: tensorboard, mlflow or wandb "
+                   "(offline), optionally to DEST (repeatable)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("sweep-table", help="a sweep's swept parameters and metrics, "

@@ -28,11 +28,12 @@ from sgdlab.optim.sgd_step import planned_update
 from sgdlab.probes import ProbeContext, ProbeRunner, build_probes
 from sgdlab.probes.runner import isolated, split_results
 from sgdlab.sinks import RunInfo, Sink, Sinks, StoreSink
+from sgdlab.sinks.trackers import build_trackers
 from sgdlab.store import Run, Store
 from sgdlab.train.checkpoints import CheckpointWriter
 from sgdlab.train.environment import environment, last_session, session_alive, sessions_of
 from sgdlab.train.progress import Progress
-from sgdlab.train.validate import validate
+from sgdlab.train.validate import check_user_code, validate
 
 FLUSH_EVERY = 64  # steps between metric flushes (and divergence checks on GPU)
 
@@ -85,6 +86,7 @@ class Trainer:
         self.model.to(self.device, self.dtype)
         self.n_params = count_parameters(self.model)
         self.loss_fn = make_loss(cfg.train.loss)
+        check_user_code(cfg, self.model, self.data)
         probes = build_probes(cfg.probes) if probes is None else probes
         for probe in probes:
             probe.check(self.model, self.data)
@@ -97,11 +99,12 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.progress = progress
-        self.extra_sinks = list(sinks or [])
+        self.extra_sinks = [*build_trackers(cfg.trackers), *(sinks or [])]
         self.run: Run | None = None
         self.sinks = Sinks([])
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []
         self.diverged_at: int | None = None
+        self.bar = Progress(0, cfg.name, enabled=False)
         self._perm: torch.Tensor | None = None
         self._perm_epoch = -1
         self.writer = CheckpointWriter()
@@ -180,7 +183,7 @@ class Trainer:
     def fit(self, run: Run, resume: bool = False) -> str:
         """Train until the plan's last step; return the final status."""
         with self.session(run, resume):
-            bar = Progress(self.plan.total_steps, self.cfg.name, enabled=self.progress)
+            self.bar = bar = Progress(self.plan.total_steps, self.cfg.name, enabled=self.progress)
             bar.update(self.step)
             try:
                 return self._loop(bar)
@@ -316,7 +319,9 @@ class Trainer:
             ]).detach().clone()
             self._theta = torch.cat([p.detach().reshape(-1) for p in params]).clone()
             ctx.planned_update = planned_update(self.optimizer, params)
+            self.bar.doing("measuring " + ", ".join(p.name for p in due))
             self.record("measure", due)
+            self.bar.doing("")
 
     def _after_update(self, due) -> None:
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()
