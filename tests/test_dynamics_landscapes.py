@@ -42,6 +42,9 @@ def test_closed_form_gradient_equals_autograd(name):
     xg = x.clone().requires_grad_(True)
     (auto,) = torch.autograd.grad(pot.value(xg).sum(), xg)
     torch.testing.assert_close(pot.grad(x), auto, rtol=1e-12, atol=1e-12)
+    for point in x[0]:  # closed-form Hessians (where a built-in has one) against torch.func
+        ref = torch.func.hessian(pot.value)(point).reshape(pot.dim, pot.dim)
+        torch.testing.assert_close(pot.hessian(point), ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", POTENTIALS)

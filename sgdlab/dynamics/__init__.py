@@ -15,7 +15,14 @@ and sgdlab.curvature). Time is t = h * steps for every scheme (t = eta * steps f
 """
 
 from sgdlab.dynamics.finite_sum import FiniteSum, designed_offsets
-from sgdlab.dynamics.passage import Ball, Halfspace, Passage, first_passage, sample_path
+from sgdlab.dynamics.passage import (
+    Ball,
+    Halfspace,
+    Passage,
+    between_minima,
+    first_passage,
+    sample_path,
+)
 from sgdlab.dynamics.potentials import (
     CallablePotential,
     DoubleWell,
@@ -57,8 +64,9 @@ __all__ = [
     "Ball", "CallablePotential", "DoubleWell", "ExactOU", "FiniteSum", "GaussianNoise",
     "Halfspace", "KramersPrediction", "MinibatchNoise", "NoisyGradientScheme", "Passage",
     "Polynomial1D", "Potential", "Quadratic", "SVAGNoise", "SaddleSurface", "arrhenius_fit",
-    "batch_means", "critical_point", "designed_offsets", "diffusion", "discrete_mfpt_1d",
-    "escape_efficiency", "eyring_kramers", "first_passage", "gd_matching", "lagged_products",
+    "batch_means", "between_minima", "critical_point", "designed_offsets", "diffusion",
+    "discrete_mfpt_1d", "escape_efficiency", "eyring_kramers", "first_passage", "gd_matching",
+    "lagged_products",
     "linear_chain_autocovariance", "linear_chain_stationary_covariance", "mfpt_1d",
     "noisy_gd", "ou_autocovariance", "ou_stationary_covariance", "sample_path", "sde", "sgd",
     "svag", "tilted_double_well",

@@ -61,6 +61,13 @@ class Ball:
 Region = Callable[[Tensor], Tensor]
 
 
+def between_minima(potential, frm: int = 0, to: int = 1) -> tuple[Tensor, Halfspace]:
+    """Start at minimum ``frm``; the target is the half-space past minimum ``to`` along the
+    line joining them (where the Eyring–Kramers transition time ends)."""
+    a, b = potential.minima[frm], potential.minima[to]
+    return a, Halfspace.beyond(b, b - a)
+
+
 # -- results ------------------------------------------------------------------------------------
 @dataclass
 class Passage:
@@ -119,6 +126,11 @@ class Passage:
             return self.mean, self.stderr
         r, se = self.rate
         return (math.inf, math.nan) if r == 0 else (1 / r, se / r**2)
+
+    def select(self, index) -> Passage:
+        """The chains ``index`` (a mask or indices) as their own :class:`Passage`."""
+        return Passage(self.steps[index], self.time_step[index], self.max_steps[index],
+                       self.name, self.seconds)
 
     def summary(self) -> dict:
         m, se = self.estimate()

@@ -130,6 +130,10 @@ class Polynomial1D(Potential):
     def grad(self, x: Tensor) -> Tensor:
         return self._horner(self.dcoeffs, x)
 
+    def hessian(self, point) -> Tensor:
+        x = float(torch.as_tensor(point, dtype=torch.float64).reshape(-1)[0])
+        return torch.tensor([[self.second_derivative(x)]], dtype=torch.float64)
+
     def second_derivative(self, x: float) -> float:
         return float(np.polyval(np.polyder(np.array(self.coeffs[::-1]), 2), x))
 
@@ -200,12 +204,12 @@ class SaddleSurface(Potential):
         self.width = math.sqrt(8 * self.barrier / self.curvature)
         c, s = math.cos(angle), math.sin(angle)
         self.rotation = torch.tensor([[c, s], [-s, c]], dtype=torch.float64)  # (u,v) = R (x,y)
+        self._cs = (c, s)
         self.escape_direction = self.rotation[0].clone()  # u axis in (x, y)
 
     def _uv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r = self.rotation.to(x.dtype)
-        return (x[..., 0] * r[0, 0] + x[..., 1] * r[0, 1],
-                x[..., 0] * r[1, 0] + x[..., 1] * r[1, 1])
+        c, s = self._cs
+        return c * x[..., 0] + s * x[..., 1], c * x[..., 1] - s * x[..., 0]
 
     def value(self, x: Tensor) -> Tensor:
         u, v = self._uv(x)
@@ -217,11 +221,22 @@ class SaddleSurface(Potential):
         u, v = self._uv(x)
         a2 = self.width**2
         q = u * u / a2
-        du = ((4 * self.barrier / a2) * u * (q - 1)
-              + self.transverse * self.coupling * u * v * v / a2)
-        dv = self.transverse * (1 + self.coupling * q) * v
-        r = self.rotation.to(x.dtype)  # grad_x = R^T grad_(u,v)
-        return torch.stack([du * r[0, 0] + dv * r[1, 0], du * r[0, 1] + dv * r[1, 1]], dim=-1)
+        du = u * ((4 * self.barrier / a2) * (q - 1)
+                  + (self.transverse * self.coupling / a2) * v * v)
+        dv = v * (self.transverse * (1 + self.coupling * q))
+        c, s = self._cs  # grad_x = R^T grad_(u,v)
+        return torch.stack([c * du - s * dv, s * du + c * dv], dim=-1)
+
+    def hessian(self, point) -> Tensor:
+        """Closed form: in (u, v), [[V_uu, V_uv], [V_uv, V_vv]], rotated back."""
+        p = torch.as_tensor(point, dtype=torch.float64).reshape(2)
+        u, v = self._uv(p)
+        a2, k, c = self.width**2, self.transverse, self.coupling
+        huu = (4 * self.barrier / a2) * (3 * u * u / a2 - 1) + k * c * v * v / a2
+        huv = 2 * k * c * u * v / a2
+        hvv = k * (1 + c * u * u / a2)
+        h = torch.stack([torch.stack([huu, huv]), torch.stack([huv, hvv])])
+        return self.rotation.T @ h @ self.rotation
 
     def _point(self, u: float) -> Tensor:
         return self.rotation.T @ torch.tensor([u, 0.0], dtype=torch.float64)

@@ -7,7 +7,15 @@ Adding an experiment: a module defining ``EXPERIMENT = MyExperiment()`` and one 
 from __future__ import annotations
 
 from sgdlab.errors import SgdlabError
-from sgdlab.experiments import break_even, edge_of_stability, lr_batch_ratio, sharpest_directions
+from sgdlab.experiments import (
+    break_even,
+    edge_of_stability,
+    escape_times,
+    lr_batch_ratio,
+    sde_validity,
+    sharp_minima_escape,
+    sharpest_directions,
+)
 from sgdlab.experiments.base import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -17,6 +25,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         sharpest_directions.EXPERIMENT,
         break_even.EXPERIMENT,
         edge_of_stability.EXPERIMENT,
+        escape_times.EXPERIMENT,
+        sharp_minima_escape.EXPERIMENT,
+        sde_validity.EXPERIMENT,
     )
 }
 
