@@ -80,7 +80,7 @@ def setup(seed: int = 0):
     from sgdlab.config import DataConfig, ModelConfig
     from sgdlab.data import load_data
     from sgdlab.models import build_model
-    from sgdlab.train.losses import make_loss
+    from sgdlab.train import make_loss  # (sgdlab.losses on newer main; re-exported here)
 
     data = load_data(DataConfig(**DATA), seed)
     torch.manual_seed(seed)

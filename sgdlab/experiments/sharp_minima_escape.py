@@ -131,7 +131,7 @@ def load_minima(ctx: AnalysisContext, g: dict) -> dict:
     from sgdlab.curvature import hessian_eigs
     from sgdlab.data import load_data
     from sgdlab.models import build_model
-    from sgdlab.train.losses import make_loss
+    from sgdlab.train import make_loss  # (sgdlab.losses on newer main; re-exported here)
 
     finished = ctx.runs[ctx.runs["status"] == "finished"]
     if finished.empty:
