@@ -2,16 +2,20 @@
 chains as batched tensors, SGD beside its SDE, first-passage times and their theory.
 
 Knows nothing of sgdlab's training loop (imports only torch, numpy, scipy, sgdlab.errors
-and sgdlab.curvature). Time is t = h * steps for every scheme (t = eta * steps for SGD).
+and sgdlab.curvature). Time is t = h * steps for every scheme (t = eta * steps for SGD)::
 
->>> from sgdlab.dynamics import DoubleWell, FiniteSum, sgd, sde, first_passage, Halfspace
->>> V = DoubleWell(barrier=1.0, curvature=8.0)                # minima ±1, saddle 0
->>> problem = FiniteSum.designed(V, cov=40.0, n=1000)         # per-example noise C = 40
->>> T = 0.01 * 40.0 / (2 * 1)                                 # eta C / (2S) = 0.2
->>> run = first_passage(sgd(problem, lr=0.01, batch_size=1), [-1.0],
-...                     Halfspace(1.0, 1.0), n_chains=1000, max_time=5000.0)  # doctest: +SKIP
->>> run.estimate()                                            # mean time, standard error
->>> eyring_kramers(V, V.minima[0], V.saddles[0], T).tau       # 164.8
+    V = DoubleWell(barrier=1.0, curvature=8.0)          # minima ±1, saddle 0
+    problem = FiniteSum.designed(V, cov=40.0, n=1000)   # per-example gradient noise C = 40
+    start, target = between_minima(V)                   # from -1 to past +1
+    run = first_passage(sgd(problem, lr=0.01, batch_size=1), start, target,
+                        n_chains=2000, max_time=5000.0)
+    run.estimate()                                       # mean escape time and its SE
+    T = 0.01 * 40.0 / (2 * 1)                            # eta C / (2S) = 0.2
+    eyring_kramers(V, V.minima[0], V.saddles[0], T).tau  # 164.8
+    mfpt_1d(V, -1.0, 1.0, T)                             # 182.4, exact for the SDE
+    sde(V, lr=0.01, noise_cov=problem.minibatch_covariance(1), dt=1e-3)  # its SDE
+
+Networks: :mod:`sgdlab.dynamics.networks` (many chains of one small model under vmap).
 """
 
 from sgdlab.dynamics.finite_sum import FiniteSum, designed_offsets
