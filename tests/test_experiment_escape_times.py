@@ -61,3 +61,10 @@ def test_smoke_scale_end_to_end(tmp_path):
     again = run_experiment("escape-times", store, scale="smoke", quiet=True)
     assert [c.measured for c in again.checks] == [c.measured for c in result.checks]
     assert time.perf_counter() - start < first  # the rerun reads the cache
+
+
+def test_every_scale_sets_the_same_parameters():
+    """The scales differ only by numbers: the paper scale runs the smoke scale's code path."""
+    keys = set(et.GRIDS["smoke"])
+    assert all(set(g) == keys for g in et.GRIDS.values())
+    assert et.EXPERIMENT.configs("paper") == []

@@ -38,3 +38,11 @@ def test_smoke_scale_end_to_end(tmp_path):
     for claim, check in zip(CLAIMS, result.checks, strict=True):
         assert claim in check.claim and check.measured
     assert len(result.figure_paths) == 1
+
+
+def test_every_scale_sets_the_same_parameters():
+    keys = set(sv.GRIDS["smoke"])
+    assert all(set(g) == keys for g in sv.GRIDS.values())
+    for g in sv.GRIDS.values():  # one eta/S, the smallest eta first (the SVAG reference)
+        ratios = {round(lr / s, 12) for lr, s in g["pairs"]}
+        assert len(ratios) == 1 and g["pairs"][0][0] == min(lr for lr, _ in g["pairs"])

@@ -71,3 +71,8 @@ def test_smoke_scale_end_to_end(tmp_path):
     for claim, check in zip(CLAIMS, result.checks, strict=True):
         assert claim in check.claim and check.measured
     assert len(result.figure_paths) == 2
+
+
+def test_every_scale_sets_the_same_parameters():
+    keys = set(sme.GRIDS["smoke"])
+    assert all(set(g) == keys for g in sme.GRIDS.values())
