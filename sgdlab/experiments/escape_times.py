@@ -33,8 +33,6 @@ other, checked at every step.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -57,7 +55,7 @@ from sgdlab.dynamics import (
     sgd,
 )
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import plain
+from sgdlab.experiments.common import cached_json, plain
 
 KRAMERS_TOL = 0.15  # claim 1: |tau / tau_EK - 1| where dV/T >= KRAMERS_FROM
 KRAMERS_FROM = 5.0
@@ -115,20 +113,13 @@ class EscapeTimes(Experiment):
 
 # -- cache ------------------------------------------------------------------------------------
 class Cache:
-    """JSON results keyed by the simulation's name and parameters, under ``extra/``."""
+    """Simulation results keyed by name and parameters, under ``extra/``."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
     def __call__(self, name: str, params: dict, compute):
-        key = hashlib.sha256(json.dumps([VERSION, name, params], sort_keys=True,
-                                        default=str).encode()).hexdigest()[:12]
-        path = self.folder / f"{name}-{key}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        out = compute()
-        path.write_text(json.dumps(out))
-        return out
+        return cached_json(self.folder, name, [VERSION, params], compute)
 
 
 def _estimate(run) -> dict:

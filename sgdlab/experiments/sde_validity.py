@@ -24,8 +24,6 @@ Claims and thresholds (written before the cpu run):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import numpy as np
@@ -33,7 +31,7 @@ import torch
 
 from sgdlab.dynamics.networks import NetworkChains, record, stack_states
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import plain
+from sgdlab.experiments.common import cached_json, plain
 
 SVAG_TOL, AGREE_TOL = 0.02, 0.05  # relative tolerances of claims 1 and 2-3 (with 3 SE)
 DATA = {"name": "digits", "n_train": 1024, "normalize": "standardize", "download": False}
@@ -64,13 +62,7 @@ class SDEValidity(Experiment):
 
     def analyze(self, ctx: AnalysisContext):
         g = GRIDS[ctx.scale]
-        key = hashlib.sha256(json.dumps([VERSION, g], sort_keys=True).encode()).hexdigest()[:12]
-        path = ctx.extra_dir / f"trajectories-{key}.json"
-        if path.exists():
-            runs = json.loads(path.read_text())
-        else:
-            runs = simulate(g)
-            path.write_text(json.dumps(runs))
+        runs = cached_json(ctx.extra_dir, "trajectories", [VERSION, g], lambda: simulate(g))
         checks = [svag_check(runs), agree_check(runs, small=True), agree_check(runs, small=False)]
         return checks, figures(runs)
 

@@ -30,8 +30,6 @@ Claims and thresholds (written before the cpu run):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import numpy as np
@@ -39,7 +37,7 @@ import torch
 
 from sgdlab.dynamics.networks import NetworkChains, escape_steps, stack_states
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import plain, spearman
+from sgdlab.experiments.common import cached_json, plain, spearman
 
 R2_MIN = 0.9  # claim 1
 EQUAL_TOL, SDE_REGIME = 0.25, 0.5  # claim 3
@@ -104,14 +102,8 @@ class SharpMinimaEscape(Experiment):
 
 
 def cached(ctx: AnalysisContext, name: str, g: dict, compute):
-    key = hashlib.sha256(json.dumps([VERSION, name, g, list(ctx.runs["id"])], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
-    path = ctx.extra_dir / f"{name}-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    out = compute()
-    path.write_text(json.dumps(out))
-    return out
+    """Results per grid and per set of runs, under ``extra/``."""
+    return cached_json(ctx.extra_dir, name, [VERSION, g, list(ctx.runs["id"])], compute)
 
 
 # -- the minima ------------------------------------------------------------------------------
