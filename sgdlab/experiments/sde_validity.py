@@ -74,9 +74,10 @@ def setup(seed: int = 0):
     from sgdlab.models import build_model
     from sgdlab.train import make_loss  # (sgdlab.losses on newer main; re-exported here)
 
-    data = load_data(DataConfig(**DATA), seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the chains run where the data is
+    data = load_data(DataConfig(**DATA), seed, device)
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(**MODEL), data.input_shape, data.n_classes)
+    model = build_model(ModelConfig(**MODEL), data.input_shape, data.n_classes).to(device)
     return data, model, make_loss("cross_entropy")
 
 

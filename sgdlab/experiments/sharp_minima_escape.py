@@ -129,8 +129,9 @@ def load_minima(ctx: AnalysisContext, g: dict) -> dict:
     if finished.empty:
         raise ValueError("sharp-minima-escape: no finished run to start from")
     cfg = from_dict(ctx.configs[int(finished.iloc[0]["point"])])
-    data = load_data(cfg.data, cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the chains run where the data is
+    data = load_data(cfg.data, cfg.seed, device)
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
     loss = make_loss(cfg.train.loss)
     x, y = data.x_train, data.y_train
     minima = []
@@ -176,7 +177,7 @@ def gd_rows(setup: dict, g: dict) -> list[dict]:
     for lr in g["gd_lrs"]:
         chains = NetworkChains(model, setup["loss"], setup["x"], setup["y"],
                                stack_states(model, [m["state"] for m in minima]))
-        thr = torch.tensor([m["loss"] + g["delta"] for m in minima])
+        thr = torch.tensor([m["loss"] + g["delta"] for m in minima], dtype=torch.float64)
         esc = escape_steps(chains, lambda c, lr=lr: c._update(c.full_gradients(), lr),
                            lambda c: torch.nan_to_num(c.losses(), nan=math.inf), thr,
                            g["gd_steps"], 1, time_step=lr)
