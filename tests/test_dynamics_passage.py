@@ -139,3 +139,17 @@ def test_drop_passed_changes_nothing_but_the_work():
                                 drop_passed=d, **kwargs) for d in (True, False))
     assert fast.n_passed == full.n_passed == 400
     assert abs(fast.mean - full.mean) < 4 * math.hypot(fast.stderr, full.stderr)
+
+
+def test_regions_and_the_escape_target_between_minima():
+    from sgdlab.dynamics import Ball, SaddleSurface, between_minima
+
+    surf = SaddleSurface(angle=0.7)
+    start, target = between_minima(surf)
+    other = surf.minima[1]
+    pts = torch.stack([start, 0.5 * (start + other), other, 1.1 * other]).unsqueeze(1)  # (4,1,2)
+    assert target(pts)[:, 0].tolist() == [False, False, True, True]
+    ball = Ball(other, 0.1)
+    assert ball(pts)[:, 0].tolist() == [False, False, True, False]
+    below = Halfspace(-1.0, -0.5)  # 1-D: x <= 0.5
+    assert below(torch.tensor([[[0.4]], [[0.6]]]))[:, 0].tolist() == [True, False]
