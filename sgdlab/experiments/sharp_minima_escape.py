@@ -98,7 +98,7 @@ class SharpMinimaEscape(Experiment):
                   for m in setup["minima"]]
         checks = [ratio_check(rows), sharpness_check(rows), equal_ratio_check(rows),
                   stability_check(gd)]
-        return checks, figures(rows, gd, minima)
+        return checks, figures(rows, gd, minima, g)
 
 
 def cached(ctx: AnalysisContext, name: str, g: dict, compute):
@@ -273,7 +273,7 @@ def stability_check(rows: list[dict]) -> Check:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def figures(rows: list[dict], gd: list[dict], minima: list[dict]) -> list:
+def figures(rows: list[dict], gd: list[dict], minima: list[dict], g: dict) -> list:
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -289,8 +289,11 @@ def figures(rows: list[dict], gd: list[dict], minima: list[dict]) -> list:
             ax.errorbar([r["s_over_eta"] for r in sel], [r["tau"] for r in sel],
                         yerr=[r["tau_se"] for r in sel], fmt="o-" if m["alpha"] == 1 else "s--",
                         color=cmap(c), label=f"{m['name']} (λ={m['lambda_max']:.3g})")
+            none = [r for r in sel if not np.isfinite(r["tau"])]  # no escape: above the cap
+            ax.plot([r["s_over_eta"] for r in none], [lr * g["max_steps"]] * len(none), "^",
+                    mfc="none", color=cmap(c))
         ax.set(yscale="log", xlabel="S / η", ylabel="mean escape time t = η·steps",
-               title=f"SGD at η = {lr:g}")
+               title=f"SGD at η = {lr:g} (open triangles: no escape by the cap)")
         plain(ax)
     axes[0].legend(fontsize=7)
     out = [("Escape time against S over eta for minima of measured sharpness", fig)]
@@ -307,13 +310,17 @@ def figures(rows: list[dict], gd: list[dict], minima: list[dict]) -> list:
            ylabel="mean escape time", title="escape time against sharpness")
     plain(a1)
     a1.legend(fontsize=7)
-    for lr in dict.fromkeys(r["eta"] for r in gd):
+    for j, lr in enumerate(dict.fromkeys(r["eta"] for r in gd)):
         sel = sorted((r for r in gd if r["eta"] == lr), key=lambda r: r["product"])
-        a2.plot([r["product"] for r in sel], [r["escape_step"] if r["escape_step"] >= 0
-                                             else np.nan for r in sel], "o", label=f"η={lr:g}")
+        out_ = [r for r in sel if r["escape_step"] >= 0]
+        stay = [r for r in sel if r["escape_step"] < 0]
+        a2.plot([r["product"] for r in out_], [r["escape_step"] for r in out_], "o",
+                color=f"C{j}", label=f"η={lr:g}: escaped")
+        a2.plot([r["product"] for r in stay], [g["gd_steps"]] * len(stay), "^", mfc="none",
+                color=f"C{j}", label=f"η={lr:g}: stays (drawn at the cap)")
     a2.axvline(2.0, color="k", ls="--", lw=1)
-    a2.set(xscale="log", xlabel="η λ_max", ylabel="GD escape step (missing: stays)",
-           title="full-batch GD: escape beyond 2/η")
+    a2.set(xscale="log", yscale="log", xlabel="η λ_max", ylabel="GD escape step",
+           title="full-batch GD: escape beyond 2/η (dashed)")
     plain(a2)
     a2.legend(fontsize=7)
     out.append(("Escape time against sharpness and the GD stability limit", fig))
