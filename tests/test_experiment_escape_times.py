@@ -12,11 +12,14 @@ CLAIMS = ("Eyring–Kramers", "Arrhenius", "Discrete SGD", "discrete chain", "An
 
 def _kramers_rows(devs, ratios=(3.0, 5.0, 6.0)):
     return [{"landscape": "w (1-D)", "ratio": r, "T": 1 / r, "ek": math.exp(r),
-             "tau": math.exp(r) * (1 + d), "se": 0.01 * math.exp(r)} for r, d in zip(ratios, devs)]
+             "tau": math.exp(r) * (1 + d), "se": 0.01 * math.exp(r), "exact": 1.1 * math.exp(r),
+             "chain": 1.09 * math.exp(r)} for r, d in zip(ratios, devs)]
 
 
 def test_kramers_check_reads_only_the_points_at_large_barriers():
-    assert et.kramers_check(_kramers_rows([0.5, 0.1, 0.12])).verdict == "held"  # 3: ignored
+    check = et.kramers_check(_kramers_rows([0.5, 0.1, 0.12]))
+    assert check.verdict == "held" and "w 5: 1.100" in check.measured  # 3: ignored
+    assert "-0.91%" in check.measured  # the Euler–Maruyama bias, chain / exact - 1
     assert et.kramers_check(_kramers_rows([0.0, 0.1, 0.2])).verdict == "not held"
     assert et.kramers_check(_kramers_rows([0.0], ratios=(3.0,))).verdict == "inconclusive"
 

@@ -60,6 +60,7 @@ from sgdlab.dynamics.theory import (
     linear_chain_autocovariance,
     linear_chain_stationary_covariance,
     mfpt_1d,
+    mfpt_grid_2d,
     ou_autocovariance,
     ou_stationary_covariance,
 )
@@ -71,7 +72,7 @@ __all__ = [
     "batch_means", "between_minima", "critical_point", "designed_offsets", "diffusion",
     "discrete_mfpt_1d", "escape_efficiency", "eyring_kramers", "first_passage", "gd_matching",
     "lagged_products",
-    "linear_chain_autocovariance", "linear_chain_stationary_covariance", "mfpt_1d",
+    "linear_chain_autocovariance", "linear_chain_stationary_covariance", "mfpt_1d", "mfpt_grid_2d",
     "noisy_gd", "ou_autocovariance", "ou_stationary_covariance", "sample_path", "sde", "sgd",
     "svag", "tilted_double_well",
 ]

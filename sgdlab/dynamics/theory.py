@@ -22,6 +22,8 @@ the temperature, the stationary density is exp(-V/T)).
   fine against s. It is the Euler–Maruyama chain of the SDE (s = sqrt(2 T h)), with its
   discretisation and discrete-monitoring biases included, and gradient descent with
   Gaussian noise at a finite step (s = h sigma).
+- :func:`mfpt_grid_2d`: in 2-D with isotropic noise, the mean first-passage time to a
+  half-plane from the backward equation T Laplacian(m) - grad V . grad m = -1 on a grid.
 - OU: stationary covariance Sigma of dx = -A x dt + sqrt(2D) dW solves A Sigma + Sigma A = 2D,
   the autocovariance is Sigma e^{-A^T tau}; a linear chain x' = F x + Q^{1/2} xi (Euler–
   Maruyama: F = I - hA, Q = 2Dh) has Sigma = F Sigma F^T + Q and lag-L autocovariance
@@ -170,6 +172,68 @@ def discrete_mfpt_1d(potential: Potential, step: float, noise_std: float, start:
     mu0 = np.array([start - h * _grads(potential, np.array([start]))[0]])
     r0, c0, v0 = row_block(mu0)
     return float(1.0 + np.sum(v0 * m[c0]))
+
+
+def mfpt_grid_2d(potential: Potential, start, target: float, temperature: float,
+                 bounds: tuple[float, float, float], h: float | None = None,
+                 extrapolate: bool = True) -> float:
+    """Mean first-passage time of the 2-D SDE dx = -grad V dt + sqrt(2T) dW (isotropic) from
+    ``start`` to the half-plane {x_1 >= target}, from the backward equation
+    T Laplacian(m) - grad V . grad m = -1 (m = 0 on x_1 = target, reflecting elsewhere), by
+    second-order finite differences on the grid x_1 in [bounds[0], target], x_2 in
+    [bounds[1], bounds[2]] of spacing ``h`` (a sparse direct solve), interpolated
+    bilinearly at ``start``; by default h = sqrt(T / lambda_max(H(start))) / 8, an eighth of
+    the width of the well at the start. Place the outer bounds where V is many T above its
+    minimum.
+    ``extrapolate``: Richardson's (4 m_h - m_2h)/3 from spacings h and 2h (the error is
+    O(h^2); on a separable surface it then matches the 1-D integral to ~1e-4)."""
+    if h is None:
+        lam = float(torch.linalg.eigvalsh(potential.hessian(start)).abs().max())
+        h = math.sqrt(float(temperature) / lam) / 8
+    if extrapolate:
+        fine = mfpt_grid_2d(potential, start, target, temperature, bounds, h, False)
+        coarse = mfpt_grid_2d(potential, start, target, temperature, bounds, 2 * h, False)
+        return (4 * fine - coarse) / 3
+    from scipy.interpolate import RegularGridInterpolator
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    if potential.dim != 2:
+        raise ValueError("mfpt_grid_2d: a 2-D potential")
+    x0, y0, y1 = (float(b) for b in bounds)
+    nx = int(round((target - x0) / h))
+    ny = int(round((y1 - y0) / h))
+    xs = target - h * np.arange(nx, -1, -1)  # xs[-1] = target exactly
+    ys = np.linspace(y0, y1, ny + 1)
+    gx, gy = np.meshgrid(xs[:-1], ys, indexing="ij")  # unknowns: every column but the target
+    pts = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], -1), dtype=torch.float64)
+    grad = potential.grad(pts).numpy()
+    t = float(temperature)
+    n1, n2 = gx.shape
+    index = np.arange(n1 * n2).reshape(n1, n2)
+    rows, cols, vals = [], [], []
+    ii, jj = np.meshgrid(np.arange(n1), np.arange(n2), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    me = index[ii, jj]
+    rows.append(me)
+    cols.append(me)
+    vals.append(np.full(len(me), -4 * t / h**2))
+    for di, dj, g in ((1, 0, grad[:, 0]), (-1, 0, -grad[:, 0]), (0, 1, grad[:, 1]),
+                      (0, -1, -grad[:, 1])):
+        w = t / h**2 - g / (2 * h)  # neighbour weight: diffusion and central drift
+        ni, nj = ii + di, jj + dj
+        ni = np.where(ni < 0, 1, ni)  # reflecting: the ghost point mirrors the inside one
+        nj = np.where(nj < 0, 1, np.where(nj >= n2, n2 - 2, nj))
+        inside = ni < n1  # ni == n1 is the absorbing column: m = 0 there
+        rows.append(me[inside])
+        cols.append(index[ni[inside], nj[inside]])
+        vals.append(w[inside])
+    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(n1 * n2, n1 * n2)).tocsc()
+    m = spsolve(a, -np.ones(n1 * n2)).reshape(n1, n2)
+    full = np.vstack([m, np.zeros((1, n2))])
+    p = np.asarray(torch.as_tensor(start, dtype=torch.float64)).reshape(1, 2)
+    return float(RegularGridInterpolator((xs, ys), full)(p)[0])
 
 
 # -- Ornstein–Uhlenbeck ------------------------------------------------------------------------
