@@ -30,7 +30,7 @@ LR, TEMP = 0.01, 0.125  # barrier / T = 8: a few percent of the chains escape in
 
 
 def problem(batch_size: int) -> FiniteSum:
-    """Per-example noise C with T = lr C / (2S) = 0.125 on V = ((x^2 - 1))^2 (k = 8)."""
+    """Per-example noise C with T = lr C / (2S) = 0.125 on V = (x^2 - 1)^2 (k = 8)."""
     return FiniteSum.designed(DoubleWell(1.0, 8.0), 2 * TEMP * batch_size / LR, n=1000, seed=0)
 
 
