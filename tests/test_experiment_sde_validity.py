@@ -46,3 +46,6 @@ def test_every_scale_sets_the_same_parameters():
     for g in sv.GRIDS.values():  # one eta/S, the smallest eta first (the SVAG reference)
         ratios = {round(lr / s, 12) for lr, s in g["pairs"]}
         assert len(ratios) == 1 and g["pairs"][0][0] == min(lr for lr, _ in g["pairs"])
+        every = g["time"] / (g["points"] - 1)  # each recorded time a whole number of steps
+        for lr, _ in g["pairs"]:
+            assert abs(every / lr - round(every / lr)) < 1e-9
