@@ -4,12 +4,13 @@ Equations", NeurIPS 2021; Bombari 2020 on the discreteness of SGD).
 
 All chains start from one initialization of an MLP on scikit-learn's digits (cross-entropy)
 and train for the same time T = eta * steps (a whole number of steps of every pair). SGD
-runs at several (eta, S) with the same eta/S, so they share one SDE, d theta = -grad L dt + sqrt(eta Sigma_S) dW; the SDE is
-simulated by SVAG from the smallest pair (step eta/l, two minibatches per step combined so
-that the noise covariance is l Sigma_S) at l and 2l. Everything is computed in
-:meth:`analyze` (no sgdlab run; cached under ``extra/``), with many chains at once
-(:mod:`sgdlab.dynamics.networks`): means over chains of the training loss, test loss and
-test accuracy at a few times, with their standard errors.
+runs at several (eta, S) with the same eta/S, so they share one SDE,
+d theta = -grad L dt + sqrt(eta Sigma_S) dW; the SDE is simulated by SVAG from the smallest
+pair (step eta/l, two minibatches per step combined so that the noise covariance is
+l Sigma_S) at l and 2l. Everything is computed in :meth:`analyze` (no sgdlab run; cached
+under ``extra/``), with many chains at once (:mod:`sgdlab.dynamics.networks`): means over
+chains of the training loss, test loss and test accuracy at a few times, with their
+standard errors.
 
 Claims and thresholds (written before the cpu run):
 
