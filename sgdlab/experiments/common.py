@@ -1,8 +1,14 @@
-"""Helpers the experiments' analyses share: a rank correlation and plain log-axis ticks."""
+"""Helpers the experiments' analyses share: a rank correlation, plain log-axis ticks, and a
+JSON cache for computations done outside the runs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,3 +76,14 @@ def load_trained(ctx, run_id: str):
     model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
                            for k, v in state.items()})
     return model.eval(), data, make_loss(cfg.train.loss)
+
+def cached_json(folder: Path, name: str, params: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON-able result, kept in ``folder/<name>-<hash of params>.json``
+    (a rerun with the same parameters reads it instead of computing again)."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(folder) / f"{name}-{key[:12]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = compute()
+    path.write_text(json.dumps(out))
+    return out

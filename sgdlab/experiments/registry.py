@@ -11,9 +11,12 @@ from sgdlab.experiments import (
     break_even,
     capacity,
     edge_of_stability,
+    escape_times,
     iterative_inference,
     lr_batch_ratio,
     memorization,
+    sde_validity,
+    sharp_minima_escape,
     sharpest_directions,
     stiffness,
 )
@@ -30,6 +33,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         capacity.EXPERIMENT,
         stiffness.EXPERIMENT,
         iterative_inference.EXPERIMENT,
+        escape_times.EXPERIMENT,
+        sharp_minima_escape.EXPERIMENT,
+        sde_validity.EXPERIMENT,
     )
 }
 
