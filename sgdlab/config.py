@@ -394,20 +394,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
     return out
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a dict; errors name the file."""
+def read_config_file(path: str | Path, kind: str = "config") -> dict[str, Any]:
+    """Read a TOML ``kind`` file (a config or a grid) into a dict; errors name the file.
+    Its folder joins the import search path (import paths in it may name modules beside it)."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, not a config file (give a .toml file)")
+        raise ConfigError(f"{path}: is a folder, not a {kind} file (give a .toml file)")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {kind} file not found")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    add_search_folder(path.parent)  # import paths in it may name modules beside it
+    add_search_folder(path.parent)
     return data
 
 

@@ -64,7 +64,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -107,7 +106,11 @@ def symmetric_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a small symmetric matrix (LAPACK syevr through SciPy).
 
     SciPy's syevr stays fast when torch's CPU threads are busy, unlike numpy/torch eigh.
+    (Imported here: scipy.linalg costs ~0.6 s, paid by every training run that imports the
+    probes, most of which never run Lanczos.)
     """
+    import scipy.linalg
+
     return scipy.linalg.eigh(H, driver="evr", check_finite=False)
 
 
