@@ -40,9 +40,15 @@ def check_syntax(field: str, path: str) -> None:
                           "'package.module:callable'")
 
 
+SEARCH_FOLDERS: list[str] = []  # the folders added in this process, for processes that do
+# not inherit its sys.path (Ray's workers: each trial adds them again)
+
+
 def add_search_folder(folder: str | Path) -> None:
     """Let import paths find modules in ``folder`` (appended to ``sys.path`` once)."""
     folder = str(Path(folder).expanduser().absolute())
+    if folder not in SEARCH_FOLDERS:
+        SEARCH_FOLDERS.append(folder)
     if folder not in sys.path:
         sys.path.append(folder)
 

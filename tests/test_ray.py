@@ -46,3 +46,20 @@ def test_a_point_that_fails_on_its_node_is_recorded_failed(store):
     assert result.statuses == ["failed"]
     assert "fashion-mnist" in result.messages[0]
     assert store.get_run(result.run_ids[0]).status == "failed"
+
+
+def test_a_user_model_by_import_path_trains_on_ray_workers(store, tmp_path, monkeypatch):
+    """Ray's worker processes are not children of the driver: each imports seqlab itself,
+    found beside the grid file (examples/seqlab)."""
+    from conftest import REPO
+
+    from sgdlab.sweep import load_grid
+
+    monkeypatch.chdir(tmp_path)  # not the examples folder: only the grid's folder finds it
+    sweep = load_grid(REPO / "examples" / "sequence_grid.toml",
+                      ["seeds=[0]", "product.optim.lr=[0.3]", "data.options.n=200",
+                       "data.options.n_test=50", "train.epochs=1", "probes=[]"])
+    result = run_sweep(sweep, store, progress=False,
+                       executor=RayExecutor(threads=1, init_options=LOCAL))
+    assert result.statuses == ["finished"], result.messages
+    assert store.get_run(result.run_ids[0]).config["model"]["name"] == "seqlab.model:lstm"

@@ -16,6 +16,10 @@ ever opened on the driver's machine.
 Data: a trial loads its dataset on its own node, from a path that every node has
 (``data.file``, or ``$SGDLAB_DATA``, passed to the trials' environment) or by the
 checksummed download into that node's data root. sgdlab must be installed on every node.
+User code named by import path (``model.name = "pkg.module:fn"``): Ray's workers are not
+children of the driver, so each trial adds the driver's search folders (the folders of the
+config and grid files it read, and its working directory) to its own ``sys.path``; on other
+machines the package must be installed or sit at the same path.
 
 Faults: the driver creates each new point's run before submitting its trial, and a trial
 always continues its run from the newest checkpoint the store has (a fresh start when there
@@ -156,13 +160,17 @@ class RemoteRun:
         return self._call("read_json", name)
 
 
-def ray_trial(task: Task, run_id: str, service, threads: int) -> Outcome:
+def ray_trial(task: Task, run_id: str, service, threads: int,
+              search_folders: Sequence[str] = ()) -> Outcome:
     """One trial: continue ``run_id`` from its newest checkpoint (a fresh start if none);
     never raises an Exception (a failure is an Outcome, the run marked failed)."""
     import torch
 
+    from sgdlab.imports import add_search_folder
     from sgdlab.train.loop import Trainer
 
+    for folder in search_folders:
+        add_search_folder(folder)
     torch.set_num_threads(threads)
     run = RemoteRun(service, run_id)
     try:
@@ -224,6 +232,9 @@ class RayExecutor(Executor):
         trial = ray.remote(ray_trial).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
             retry_exceptions=False)
+        from sgdlab.imports import SEARCH_FOLDERS
+
+        folders = [*SEARCH_FOLDERS, os.getcwd()]
         by_ref = {}
         for task in tasks:
             try:
@@ -237,7 +248,8 @@ class RayExecutor(Executor):
                 message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
                 yield task, Outcome(task.run_id, "failed", message)
                 continue
-            by_ref[trial.remote(task, run.id, self._service, self.threads)] = (task, run.id)
+            ref = trial.remote(task, run.id, self._service, self.threads, folders)
+            by_ref[ref] = (task, run.id)
         self._pending = list(by_ref)
         while self._pending:
             done, self._pending = ray.wait(self._pending, num_returns=1)
