@@ -134,10 +134,15 @@ def init_block(init: object, dim: int) -> Tensor:
     return block
 
 
+DGKS = 0.5 ** 0.5  # a second Gram-Schmidt pass only when the first cancelled more than this
+
+
 def orthonormalize(
     W: Tensor, basis: Tensor, gen: torch.Generator, replace: bool = True, floor: float = 0.0
 ) -> tuple[Tensor, np.ndarray]:
-    """Gram–Schmidt (twice) of the rows of W against ``basis`` rows and each other.
+    """Gram–Schmidt of the rows of W against ``basis`` rows and each other, twice where
+    the first pass cancelled more than 1 − 1/√2 of a row's norm (the Daniel–Gragg–Kaufman–
+    Stewart test, as in ARPACK: "twice is enough", and once is when little cancels).
 
     Returns Q (b', P) and R (b', b) with W ≈ Rᵀ Q (column form W = Q R) up to the
     components along ``basis``. A row whose remainder is at most 1e3 eps times the largest
@@ -153,6 +158,7 @@ def orthonormalize(
     tiny = max(1e3 * torch.finfo(W.dtype).eps * max(scale, 1e-300), floor)
     for i in range(b):
         w = W[i]
+        before = float(w.norm())
         for _ in range(2):
             if basis.shape[0]:
                 w = w - (basis @ w) @ basis
@@ -160,7 +166,10 @@ def orthonormalize(
                 c = float(q @ w)
                 R[r, i] += c
                 w = w - c * q
-        nrm = float(w.norm())
+            nrm = float(w.norm())
+            if nrm >= DGKS * before:  # little cancellation: one pass is orthogonal enough
+                break
+            before = nrm
         if nrm > tiny:
             R[len(rows), i] = nrm
             rows.append(w / nrm)
@@ -369,8 +378,12 @@ class _Search:
         M = (Q @ AQ.T).double().cpu().numpy()
         M = 0.5 * (M + M.T)
         W = AQ - _as_tensor(M, dt, dev) @ Q
-        if self.j > self.L:
-            W = W - _as_tensor(self.C, dt, dev) @ self.V[self.L : self.j]
+        if self.j > self.L:  # the coupling to the sweep: only its nonzero columns (the
+            # previous block, until a thick restart fills them)
+            cols = np.flatnonzero(np.any(self.C != 0, axis=0))
+            if cols.size:
+                c0 = self.L + int(cols[0])
+                W = W - _as_tensor(self.C[:, cols[0]:], dt, dev) @ self.V[c0 : self.j]
         self.W = W
         self.H = np.block([[self.H, self.C.T], [self.C, M]])
         j0, self.j = self.j, self.j + Q.shape[0]
