@@ -92,7 +92,9 @@ class ModelConfig:
     activation: str = "relu"
     batchnorm: bool = False
     dropout: float = 0.0
-    options: dict = field(default_factory=dict)  # keyword arguments of a builder of one's own
+    # keyword arguments of a builder of one's own; the ResNets take share_blocks
+    # (sgdlab.models.resnet); the registry (sgdlab.models.check_model) checks them
+    options: dict = field(default_factory=dict)
 
     def check(self) -> None:
         """The fields' ranges; ``name`` is checked by the model registry
@@ -101,7 +103,6 @@ class ModelConfig:
             raise ConfigError("model.name: must name a model")
         if is_import_path(self.name):
             check_syntax("model.name", self.name)
-        _options_need_path("model", self.name, self.options)
         _choice("model.activation", self.activation, ACTIVATIONS)
         _at_least("model.depth", self.depth, 0)
         _at_least("model.width", self.width, 1)
@@ -210,6 +211,9 @@ class TrainConfig:
     ``eval_epochs = 0`` evaluates only at the end. The end of training always evaluates.
     Checkpoints are taken every ``checkpoint_every`` steps or, when it is 0, at the end of
     every ``checkpoint_epochs``-th epoch; the end of training always checkpoints.
+    ``input_noise`` > 0 adds ``N(0, input_noise²)`` noise to every input of every training
+    batch, drawn afresh each step (a regularizer, Arpit et al. 2017 §5; in the units of the
+    inputs after ``data.normalize``); evaluations and probes' own data are not noised.
     """
 
     epochs: int = 10
@@ -222,6 +226,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0 = every checkpoint_epochs epochs
     checkpoint_epochs: int = 1  # epochs between checkpoints when checkpoint_every = 0
     keep_checkpoints: int = 2
+    input_noise: float = 0.0  # std of Gaussian noise added to training inputs; 0 = none
 
     def check(self) -> None:
         _at_least("train.epochs", self.epochs, 1)
@@ -237,6 +242,7 @@ class TrainConfig:
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
         _at_least("train.checkpoint_epochs", self.checkpoint_epochs, 1)
         _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+        _at_least("train.input_noise", self.input_noise, 0.0)
 
 
 @dataclass

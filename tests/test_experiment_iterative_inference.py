@@ -11,7 +11,9 @@ from sgdlab.experiments.iterative_inference import UNROLL, forward_variant
 from sgdlab.models import build_model
 
 CLAIMS = ("Every block moves its representation against", "‖F(h)‖/‖h‖ falls with depth",
-          "Dropping single blocks hurts early blocks most", "Applying the last block once more")
+          "Dropping single blocks hurts early blocks most", "Applying the last block once more",
+          "Naive sharing of the blocks", "naively shared network overfits",
+          "Unshared BatchNorm alleviates")
 
 
 def _model():
@@ -54,11 +56,30 @@ def test_smoke_scale_end_to_end(tmp_path):
     start = time.perf_counter()
     result = run_experiment("iterative-inference", store, scale="smoke", quiet=True)
     print(f"\niterative-inference smoke: {time.perf_counter() - start:.1f} s")
-    assert len(store.runs(group="iterative-inference-smoke")) == 1
+    runs = store.runs(group="iterative-inference-smoke")
+    assert len(runs) == 3 and set(runs["status"]) == {"finished"}
+    assert sorted(runs["model.options.share_blocks"].fillna("none")) == [
+        "naive", "none", "unshared-bn"]
     for claim, check in zip(CLAIMS, result.checks, strict=True):
         assert claim in check.claim and check.measured
     assert f"{UNROLL} extra" in result.checks[3].measured
     html = result.html_path.read_text()
-    assert html.count("data:image/png;base64,") == len(result.figure_paths) == 2
+    assert html.count("data:image/png;base64,") == len(result.figure_paths) == 3
+    assert "parameters" in result.checks[4].measured
     assert "Jastrzębski" in html
     assert len(json.loads(result.json_path.read_text())["checks"]) == len(CLAIMS)
+
+
+def test_stream_norms_follow_the_blocks_by_hand():
+    from sgdlab.experiments.iterative_inference import stream_norms
+
+    model, x = _model()
+    norms = stream_norms(model, x)
+    with torch.no_grad():
+        h = model.stem(x)
+        expected = [h.flatten(1).norm(dim=1).mean()]
+        for b in model.blocks:
+            h = b(h)
+            expected.append(h.flatten(1).norm(dim=1).mean())
+    assert len(norms) == len(model.blocks) + 1
+    assert torch.allclose(torch.tensor(norms), torch.stack(expected).double())

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sgdlab.experiments.common import first_reach, fmt_spread, mean_spread
-from sgdlab.experiments.memorization import CORRUPTIONS, EXPERIMENT, REG_P, SCALES
+from sgdlab.experiments.memorization import CORRUPTIONS, EXPERIMENT, INPUT_NOISE, REG_P, SCALES
 
 CLAIMS = ("Real patterns are fitted before noise", "Time to fit grows", "Networks fit random",
           "Test accuracy falls", "Regularizers hinder memorization", "critical sample ratio is "
@@ -27,7 +27,8 @@ def test_grid():
         sc, cfgs = SCALES[scale], EXPERIMENT.configs(scale)
         assert len({c["name"] for c in cfgs}) == len(cfgs)
         sweep = [c for c in cfgs if "label_noise" in c["data"] and not c["model"].get("dropout")
-                 and not c["optim"].get("weight_decay") and c["optim"]["lr"] == sc["lr"]]
+                 and not c["optim"].get("weight_decay") and c["optim"]["lr"] == sc["lr"]
+                 and not c["train"].get("input_noise")]
         assert len(sweep) == len(sc["noise"]) * len(sc["seeds"])
         assert all(c["probes"][0]["name"] == "csr" and c["probes"][0]["split"] == "test"
                    for c in sweep)
@@ -38,10 +39,16 @@ def test_grid():
         assert kinds == set(sc["corruptions"])
         reg = [c for c in cfgs if c["model"].get("dropout") or c["optim"].get("weight_decay")]
         assert len(reg) == 2 * len(sc["seeds"])
+        reg_p = REG_P if REG_P in sc["noise"] else sorted(sc["noise"])[len(sc["noise"]) // 2]
+        noised = [c for c in cfgs if c["train"].get("input_noise")]
+        assert len(noised) == len(sc["seeds"])
+        assert all(c["train"]["input_noise"] == INPUT_NOISE and c["data"]["label_noise"] == reg_p
+                   and not c["model"].get("dropout") for c in noised)
     cpu = EXPERIMENT.configs("cpu")
     assert set(SCALES["cpu"]["corruptions"]) == set(CORRUPTIONS)
     ratio = [c for c in cpu if c["data"].get("label_noise") == REG_P
-             and not c["model"].get("dropout") and not c["optim"].get("weight_decay")]
+             and not c["model"].get("dropout") and not c["optim"].get("weight_decay")
+             and not c["train"].get("input_noise")]
     assert len({c["optim"]["lr"] for c in ratio}) == 3  # three η/S at one S
     assert {c["optim"]["batch_size"] for c in ratio} == {SCALES["cpu"]["batch"]}
 

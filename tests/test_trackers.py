@@ -222,12 +222,13 @@ def test_trackers_are_not_part_of_a_runs_identity():
     older["data"] = {k: v for k, v in a["data"].items() if k != "options"}  # and options
     older["model"] = {k: v for k, v in a["model"].items() if k != "options"}
     older["train"] = {k: v for k, v in a["train"].items()  # and the evaluation cadence
-                      if k not in ("eval_epochs", "eval_splits")}
+                      if k not in ("eval_epochs", "eval_splits", "input_noise")}
     assert config_hash(older) == config_hash(a)  # an older store's sweep still skips it
     c = small_config(**{"model.name": "x.y:z", "model.options": {"w": 2}}).to_dict()
     assert config_hash(c) != config_hash({**c, "model": {**c["model"], "options": {}}})
     assert config_hash({**a, "train": {**a["train"], "eval_epochs": 2}}) != config_hash(a)
     assert config_hash({**a, "train": {**a["train"], "eval_splits": ["test"]}}) != config_hash(a)
+    assert config_hash({**a, "train": {**a["train"], "input_noise": 0.1}}) != config_hash(a)
     assert TrackerConfig(kind="wandb").online is False  # offline unless asked
 
 

@@ -9,7 +9,7 @@ tasks; seeded subsets, label and input corruption with masks; normalization; bat
 [32, 32, 32]
 """
 
-from sgdlab.data.batching import batches_per_epoch, epoch_permutation, iterate_batches
+from sgdlab.data.batching import batches_per_epoch, epoch_permutation, iterate_batches, step_seed
 from sgdlab.data.bundle import DataBundle, load_data
 from sgdlab.data.cache import DATA_CACHE, cached_load_data
 from sgdlab.data.download import cache_root, data_root
@@ -35,4 +35,5 @@ __all__ = [
     "epoch_permutation",
     "iterate_batches",
     "load_data",
+    "step_seed",
 ]

@@ -24,6 +24,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
 
 
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit generator seed that depends only on ``(seed, step)`` (the training-input
+    noise of a step), independent of :func:`epoch_seed`'s stream."""
+    words = [seed & _MASK, step & _MASK, zlib.crc32(b"input-noise")]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
+
+
 def epoch_permutation(
     n: int, seed: int, epoch: int, device: str | torch.device = "cpu"
 ) -> torch.Tensor:

@@ -21,18 +21,32 @@ thresholds fixed before the runs:
    cos < 0) lowers the training loss, in every seed; up to 8 extra applications are
    plotted.
 
-Sharing the parameters of residual blocks (§5: naive sharing overfits; unshared batch
-normalization helps) needs a model option that sgdlab's ResNets do not have; it is not
-run here.
+Sharing residual blocks (§5): the same ResNet with the blocks of each stage sharing their
+parameters (``model.options.share_blocks``: every block that keeps the shape reuses the
+stage's first such block), naively (BatchNorm shared too) and with unshared BatchNorm
+(Liao & Poggio 2016), trained like the unshared network. Their norms are read on the
+final parameters (eval mode) on the training examples: ‖h_t‖, the mean per-example norm
+of the residual stream after block t, and ‖h_0‖ after the stem.
+
+5. naive sharing makes the representation explode (§5): the growth of the residual stream
+   through the network, ‖h_T‖/‖h_0‖, is larger in the naively shared network than in the
+   unshared one, in every seed;
+6. ... and, counterintuitively for a network with fewer parameters, it overfits (§5): its
+   generalization gap (training minus test accuracy) is larger and its test accuracy lower
+   than the unshared network's (seed means);
+7. unshared BatchNorm alleviates both (§5): with shared convolutions but per-block
+   BatchNorm, the test accuracy is higher and ‖h_T‖/‖h_0‖ lower than with naive sharing
+   (seed means).
 
 - smoke: digits (256 train), pre-activation ResNet-20 with width 0.25 (4-8-16 channels,
-  BatchNorm), 3 epochs, 1 seed: 1 run.
+  BatchNorm), 3 epochs, 1 seed, and the two shared variants: 3 runs.
 - cpu: digits (1,437 train, 360 test, 8x8), ResNet-32 with width 0.5 (8-16-32 channels,
   15 blocks, BatchNorm), SGD η = 0.05, momentum 0.9, S = 64, 40 epochs, 2 seeds; the
-  probe on 512 training examples at 8 log points: 2 runs.
+  probe on 512 training examples at 8 log points; the naive and the unshared-BatchNorm
+  shared variants (no probe), 2 seeds each: 6 runs.
 - paper: CIFAR-10 (50,000), pre-activation ResNet-56 (27 blocks, BatchNorm), SGD
   η = 0.1, momentum 0.9, weight decay 5e-4, S = 128, 100 epochs with η/10 at 50 and 75,
-  2 seeds: 2 runs (GPU).
+  2 seeds, and the two shared variants: 6 runs (GPU).
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
 from sgdlab.experiments.common import load_trained, spearman
 
 UNROLL = 8  # extra applications of the last block plotted
+SHARED = ("naive", "unshared-bn")  # the shared variants (model.options.share_blocks)
 
 SCALES = {
     "smoke": dict(data={"name": "digits", "n_train": 256, "download": False},
@@ -76,19 +91,31 @@ class IterativeInference(Experiment):
 
     def configs(self, scale: str) -> list[dict]:
         sc = SCALES[scale]
-        return [{"name": f"{sc['model']['name']}_seed-{s}", "seed": s, "data": dict(sc["data"]),
-                 "model": dict(sc["model"]),
-                 "optim": {"lr": sc["lr"], "momentum": 0.9, "batch_size": sc["batch"],
-                           **sc["optim"]},
-                 "train": {"epochs": sc["epochs"]},
-                 "probes": [{"name": "residual", "n": sc["n"], "log_points": sc["log_points"]}]}
-                for s in sc["seeds"]]
+
+        def run(seed, share=None):
+            tag = "" if share is None else f"_share-{share}"
+            model = dict(sc["model"], **({"options": {"share_blocks": share}} if share else {}))
+            probes = ([{"name": "residual", "n": sc["n"], "log_points": sc["log_points"]}]
+                      if share is None else [])
+            return {"name": f"{sc['model']['name']}{tag}_seed-{seed}", "seed": seed,
+                    "data": dict(sc["data"]), "model": model,
+                    "optim": {"lr": sc["lr"], "momentum": 0.9, "batch_size": sc["batch"],
+                              **sc["optim"]},
+                    "train": {"epochs": sc["epochs"]}, "probes": probes}
+
+        return ([run(s) for s in sc["seeds"]]
+                + [run(s, share) for share in SHARED for s in sc["seeds"]])
 
     def analyze(self, ctx: AnalysisContext):
-        rows = [block_study(ctx, r["id"], int(r["seed"])) for _, r in ctx.runs.iterrows()
-                if r["status"] == "finished"]
-        checks = [_cos_check(rows), _ratio_check(rows), _drop_check(rows), _unroll_check(rows)]
-        return checks, figures(rows)
+        done = ctx.runs[ctx.runs["status"] == "finished"]
+        mode = [_sharing(r) for _, r in done.iterrows()]
+        rows = [block_study(ctx, r["id"], int(r["seed"])) for (_, r), m in zip(done.iterrows(),
+                                                                            mode) if m == "none"]
+        shared = [sharing_study(ctx, r["id"], int(r["seed"]), m)
+                  for (_, r), m in zip(done.iterrows(), mode)]
+        checks = [_cos_check(rows), _ratio_check(rows), _drop_check(rows), _unroll_check(rows),
+                  *_sharing_checks(shared)]
+        return checks, figures(rows) + sharing_figures(shared)
 
 
 @torch.no_grad()
@@ -123,6 +150,79 @@ def block_study(ctx: AnalysisContext, run_id: str, seed: int) -> dict:
     return {"id": run_id, "seed": seed, "series": series, "cos": series[-1][1]["cos"],
             "ratio": series[-1][1]["ratio"], "identity": series[-1][1]["identity"],
             "test_acc": base_acc, "drops": np.array(drops), "unroll": np.array(unroll)}
+
+
+def _sharing(row) -> str:
+    """The run's ``model.options.share_blocks`` ("none" when absent)."""
+    mode = row.get("model.options.share_blocks")
+    return mode if isinstance(mode, str) else "none"
+
+
+@torch.no_grad()
+def stream_norms(model, x: torch.Tensor) -> np.ndarray:
+    """Mean per-example norm of the residual stream: after the stem, then after each block."""
+    out = []
+    for i in range(0, len(x), 512):
+        h = model.stem(x[i:i + 512])
+        norms = [h.flatten(1).norm(dim=1)]
+        for block in model.blocks:
+            h = block(h)
+            norms.append(h.flatten(1).norm(dim=1))
+        out.append(torch.stack(norms, 1))
+    return torch.cat(out).double().mean(0).numpy()
+
+
+def sharing_study(ctx: AnalysisContext, run_id: str, seed: int, mode: str) -> dict:
+    """A trained network's stream norms and its training and test accuracy (eval mode)."""
+    model, data, loss_fn = load_trained(ctx, run_id)
+    _, train_acc = _loss_acc(model, loss_fn, data.x_train, data.y_train)
+    _, test_acc = _loss_acc(model, loss_fn, data.x_test, data.y_test)
+    norms = stream_norms(model, data.x_train)
+    return {"id": run_id, "seed": seed, "mode": mode, "norms": norms,
+            "growth": float(norms[-1] / norms[0]), "train_acc": train_acc,
+            "test_acc": test_acc, "gap": train_acc - test_acc,
+            "n_params": sum(p.numel() for p in model.parameters())}
+
+
+def _by_mode(rows: list[dict], mode: str, key: str) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in rows if r["mode"] == mode}
+
+
+def _sharing_checks(rows: list[dict]) -> list[Check]:
+    def mean(mode, key):
+        v = list(_by_mode(rows, mode, key).values())
+        return float(np.mean(v)) if v else math.nan
+
+    def text(mode):
+        rs = [r for r in rows if r["mode"] == mode]
+        return (f"{mode} ({rs[0]['n_params']:,} parameters): " + ", ".join(
+            f"seed {r['seed']}: ‖h_T‖/‖h_0‖ {r['growth']:.3g}, train acc {r['train_acc']:.3f},"
+            f" test acc {r['test_acc']:.3f}" for r in rs)) if rs else f"{mode}: no runs"
+
+    plain, naive = _by_mode(rows, "none", "growth"), _by_mode(rows, "naive", "growth")
+    paired = [s for s in naive if s in plain]
+    explode = verdict(all(naive[s] > plain[s] for s in paired) if paired else None)
+    have = all(_by_mode(rows, m, "gap") for m in ("none", "naive"))
+    overfit = verdict((mean("naive", "gap") > mean("none", "gap")
+                       and mean("naive", "test_acc") < mean("none", "test_acc")) if have else None)
+    have = all(_by_mode(rows, m, "gap") for m in ("naive", "unshared-bn"))
+    fixed = verdict((mean("unshared-bn", "test_acc") > mean("naive", "test_acc")
+                     and mean("unshared-bn", "growth") < mean("naive", "growth"))
+                    if have else None)
+    both = f"{text('none')}; {text('naive')}"
+    return [
+        Check("Naive sharing of the blocks within a stage makes the representation explode: "
+              "‖h_T‖/‖h_0‖ (residual stream after the last block vs after the stem) is larger "
+              "than in the unshared network, in every seed", both, explode,
+              min((naive[s] / plain[s] for s in paired), default=None)),
+        Check("... and the naively shared network overfits: a larger generalization gap "
+              "(training minus test accuracy) and a lower test accuracy than the unshared "
+              "network (seed means)", both, overfit,
+              mean("naive", "gap") - mean("none", "gap") if paired else None),
+        Check("Unshared BatchNorm alleviates it: with shared convolutions and per-block "
+              "BatchNorm, higher test accuracy and smaller ‖h_T‖/‖h_0‖ than naive sharing "
+              "(seed means)", f"{text('unshared-bn')}; {text('naive')}", fixed,
+              mean("unshared-bn", "test_acc") - mean("naive", "test_acc") if have else None)]
 
 
 def _thirds(n: int) -> tuple[slice, slice]:
@@ -216,5 +316,30 @@ def figures(rows: list[dict]) -> list:
     return figs
 
 
-__all__ = ["EXPERIMENT", "IterativeInference", "block_study", "forward_variant"]
+def sharing_figures(rows: list[dict]) -> list:
+    from matplotlib.figure import Figure
+
+    if not rows:
+        return []
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    modes = [m for m in ("none", *SHARED) if any(r["mode"] == m for r in rows)]
+    for j, mode in enumerate(modes):
+        for r in (r for r in rows if r["mode"] == mode):
+            axes[0].plot(np.arange(len(r["norms"])), r["norms"], color=f"C{j}",
+                         ls="-" if r["seed"] == min(x["seed"] for x in rows) else ":",
+                         label=f"{mode}, seed {r['seed']}")
+        rs = [r for r in rows if r["mode"] == mode]
+        axes[1].plot([j - 0.1] * len(rs), [r["train_acc"] for r in rs], "^", color=f"C{j}")
+        axes[1].plot([j + 0.1] * len(rs), [r["test_acc"] for r in rs], "o", color=f"C{j}")
+    axes[0].set(xlabel="after block (0: stem)", ylabel="mean ‖h‖ (training examples)",
+                yscale="log", title="residual stream norm")
+    axes[0].legend(fontsize=6)
+    axes[1].set_xticks(range(len(modes)), [f"share: {m}" for m in modes])
+    axes[1].set(ylabel="accuracy (▲ train, ● test)", title="generalization")
+    return [("Sharing the blocks of a stage: stream norm and accuracy", fig)]
+
+
+__all__ = ["EXPERIMENT", "IterativeInference", "block_study", "forward_variant",
+           "sharing_study", "stream_norms"]
 EXPERIMENT = IterativeInference()

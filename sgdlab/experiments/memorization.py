@@ -21,10 +21,11 @@ thresholds fixed before the runs:
 4. generalization falls with p (Zhang Table/Fig. 1c): ρ(p, final test acc) < 0, and at
    p = 1 the test accuracy is at chance (≤ 0.15 for 10 classes);
 5. regularizers hinder memorization, not learning (Arpit §5, Fig. 7-8): at p = ``REG_P``,
-   dropout and weight decay each lower the final corrupted-subset accuracy by ≥ 0.2
-   (seed means) while the clean-subset accuracy drops by ≤ 0.05 and the final test
-   accuracy is not lower by more than 0.02 than without them (input-noise regularization
-   is not in the trainer, so it is not run);
+   dropout, weight decay and input noise (Gaussian noise of std ``INPUT_NOISE`` on the
+   standardized training inputs, drawn afresh every step: ``train.input_noise``) each
+   lower the final corrupted-subset accuracy by ≥ 0.2 (seed means) while the clean-subset
+   accuracy drops by ≤ 0.05 and the final test accuracy is not lower by more than 0.02
+   than without them;
 6. the critical sample ratio (CSR, probe ``csr`` on test examples, Arpit §4.1) is higher
    for networks fitting more noise: ρ(p, final CSR) > 0 (seed means);
 7. ... and is largely set early: |CSR(T/4) − CSR(T)| ≤ 0.1 in every label-noise run;
@@ -33,15 +34,18 @@ thresholds fixed before the runs:
    epoch falls with η/S (Spearman ρ < 0 over the seed means of three ratios).
 
 Grids: label noise p ∈ ``noise`` × seeds; the three input corruptions (one seed); at
-p = ``REG_P``: dropout 0.5 and weight decay ``wd`` (seeds), and η × {1/2, 2} (seeds).
+p = ``REG_P``: dropout 0.5, weight decay ``wd`` and input noise σ = ``INPUT_NOISE`` (seeds),
+and η × {1/2, 2} (seeds). The input-noise strength is one value fixed before any cpu run
+(the paper sweeps each regularizer's strength; one standard deviation of the standardized
+pixels would hide the digits' strokes, half of it keeps them legible).
 
 - smoke: digits (512 train), MLP 64-128-128-10, 12 epochs, p ∈ {0, 0.5, 1}, one seed,
-  Gaussian inputs only, CSR on 100 test examples at 4 log points: 7 runs.
+  Gaussian inputs only, CSR on 100 test examples at 4 log points: 8 runs.
 - cpu: MNIST (2,000 of the 8,000 offline images, all 2,000 test), MLP 784-512-512-10,
   SGD η = 0.02, momentum 0.9, S = 64, 80 epochs, p ∈ {0, 0.2, 0.4, 0.6, 0.8, 1}, 2 seeds,
-  CSR on 300 test examples at 8 log points (label-noise sweep only): 23 runs.
+  CSR on 300 test examples at 8 log points (label-noise sweep only): 25 runs.
 - paper: MNIST (60,000), MLP 784-4096-4096-10 as in Arpit et al.'s MNIST runs, 200
-  epochs, the same grid with 1,000 CSR examples: 23 runs (GPU).
+  epochs, the same grid with 1,000 CSR examples: 25 runs (GPU).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ LEARNT = 0.9  # claim 1: a subset counts as learnt at this accuracy
 SLOWER = 2.0  # claim 1: t_noisy ≥ SLOWER · t_clean
 CHANCE = 0.15  # claim 4
 REG_DROP, CLEAN_DROP, TEST_DROP = 0.2, 0.05, 0.02  # claim 5
+INPUT_NOISE = 0.5  # claim 5: std of the input-noise regularizer (standardized inputs)
+REGULARIZERS = ("dropout", "weight decay", "input noise")
 CSR_EARLY = 0.1  # claim 7
 CORRUPTIONS = ("shuffled-pixels", "random-pixels", "gaussian")
 
@@ -90,20 +96,21 @@ class Memorization(Experiment):
                  "arXiv:1711.04623 (extended version)")
     summary = ("A sweep over the fraction of random labels and three kinds of random inputs, "
                "with accuracy on the clean and the corrupted training examples every epoch "
-               "and the critical sample ratio along training; dropout and weight decay, and "
-               "three values of η/S, at one noise level.")
+               "and the critical sample ratio along training; dropout, weight decay and "
+               "input noise, and three values of η/S, at one noise level.")
     scales = ("smoke", "cpu", "paper")
 
     def configs(self, scale: str) -> list[dict]:
         sc = SCALES[scale]
         reg_p = REG_P if REG_P in sc["noise"] else sorted(sc["noise"])[len(sc["noise"]) // 2]
 
-        def run(tag, seed, data=None, model=None, lr=sc["lr"], csr=False, **optim):
+        def run(tag, seed, data=None, model=None, lr=sc["lr"], csr=False, train=None,
+                **optim):
             return {"name": f"{tag}_seed-{seed}", "seed": seed,
                     "data": {**sc["data"], **(data or {})},
                     "model": {**sc["model"], **(model or {})},
                     "optim": {"lr": lr, "momentum": 0.9, "batch_size": sc["batch"], **optim},
-                    "train": {"epochs": sc["epochs"]},
+                    "train": {"epochs": sc["epochs"], **(train or {})},
                     "probes": [{"name": "csr", "split": "test", **sc["csr"]}] if csr else []}
 
         # the CSR (the costliest measurement) on the label-noise sweep, which its checks read
@@ -115,7 +122,9 @@ class Memorization(Experiment):
         for s in sc["seeds"]:
             out += [run(f"labels-{reg_p:g}_dropout-0.5", s, noisy, {"dropout": 0.5}),
                     run(f"labels-{reg_p:g}_wd-{sc['wd']:g}", s, noisy,
-                        weight_decay=sc["wd"])]
+                        weight_decay=sc["wd"]),
+                    run(f"labels-{reg_p:g}_input-noise-{INPUT_NOISE:g}", s, noisy,
+                        train={"input_noise": INPUT_NOISE})]
             out += [run(f"labels-{reg_p:g}_lr-{sc['lr'] * f:g}", s, noisy, lr=sc["lr"] * f)
                     for f in (0.5, 2.0)]
         return out
@@ -141,8 +150,11 @@ def run_table(ctx: AnalysisContext) -> pd.DataFrame:
                       g.sort_values("step")["value"].to_numpy(float))
                   for n, g in mine.groupby("name")}
         name = r["name"].split("_seed-")[0].split("_", 1)[-1]
+        noise = r.get("train.input_noise", 0.0)
+        noise = 0.0 if noise is None or pd.isna(noise) else float(noise)
         role = ("dropout" if float(r["model.dropout"]) > 0 else
                 "weight decay" if float(r["optim.weight_decay"]) > 0 else
+                "input noise" if noise > 0 else
                 "inputs" if r["data.input_corruption"] != "none" else "labels")
         rows.append({"id": r["id"], "name": name, "role": role, "seed": int(r["seed"]),
                      "p": float(r["data.label_noise"]), "kind": r["data.input_corruption"],
@@ -248,7 +260,7 @@ def _regularizers(t: pd.DataFrame, reg_p: float) -> Check:
     b = _base(t)
     plain = b[np.isclose(b["p"], reg_p)]
     parts, ok = [], []
-    for role in ("dropout", "weight decay"):
+    for role in REGULARIZERS:
         reg = t[(t["role"] == role) & (t["status"] == "finished")]
         if not len(reg) or not len(plain):
             continue
@@ -261,7 +273,8 @@ def _regularizers(t: pd.DataFrame, reg_p: float) -> Check:
                      f" vs {fmt_spread(plain['clean_acc'])}, test acc "
                      f"{fmt_spread(reg['test_acc'])} vs {fmt_spread(plain['test_acc'])}")
     return Check(f"Regularizers hinder memorization, not learning (p = {reg_p:g}): dropout "
-                 f"0.5 and weight decay each lower the final corrupted-subset accuracy by ≥ "
+                 f"0.5, weight decay and input noise (σ = {INPUT_NOISE:g}) each lower the "
+                 f"final corrupted-subset accuracy by ≥ "
                  f"{REG_DROP:g} while the clean-subset accuracy drops ≤ {CLEAN_DROP:g} and the "
                  f"test accuracy ≤ {TEST_DROP:g} (seed means)",
                  "; ".join(parts) or "no runs", verdict(all(ok) if ok else None))

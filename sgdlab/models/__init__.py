@@ -12,7 +12,9 @@ Every builder takes ``(cfg, input_shape, n_outputs)`` and returns a module mappi
 - ``cnn``: two conv-pool stages and a hidden fc layer (also 1-D inputs such as MNIST-1D).
 - ``vgg11``: VGG-11 with global average pooling and a linear head; images only.
 - ``resnet20``, ``resnet32``, ``resnet56``: pre-activation CIFAR ResNets exposing
-  ``model.blocks`` with ``block.branch``, ``block.shortcut_of`` and ``block.is_identity``.
+  ``model.blocks`` with ``block.branch``, ``block.shortcut_of`` and ``block.is_identity``;
+  ``model.options.share_blocks = "naive"`` or ``"unshared-bn"`` shares the parameters of
+  the blocks within a stage (:mod:`sgdlab.models.resnet`).
 
 ``cfg.depth``/``cfg.width`` are used by the MLP only; the other families use
 ``width_mult``. Dropout ``cfg.dropout`` sits after hidden activations (MLP, CNN) or before
@@ -39,6 +41,7 @@ from sgdlab.imports import check_signature, is_import_path, resolve
 from sgdlab.models.cnn import SimpleCNN, build_cnn
 from sgdlab.models.mlp import MLP, build_mlp
 from sgdlab.models.resnet import RESNETS, PreActBlock, PreActResNet
+from sgdlab.models.resnet import check_options as check_resnet_options
 from sgdlab.models.vgg import VGG, build_vgg11
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
@@ -62,6 +65,11 @@ def check_model(cfg: ModelConfig) -> Builder:
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name: {cfg.name!r} is not one of {', '.join(MODELS)}")
     cfg.check()
+    if cfg.name in RESNETS:
+        check_resnet_options(cfg)
+    elif cfg.options:
+        raise ConfigError(f"model.options: only for a model given by import path or a ResNet "
+                          f"(share_blocks), not {cfg.name!r}")
     return MODELS[cfg.name]
 
 

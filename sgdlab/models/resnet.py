@@ -14,6 +14,16 @@ For probes of iterative inference, ``model.blocks`` lists the blocks in order an
 ``shortcut_of(h) + branch(h)``. In train mode every ``branch`` call updates BatchNorm
 running statistics, so probes should evaluate it in eval mode (or restore the buffers).
 
+Shared blocks (``model.options.share_blocks``, Jastrzębski et al. 2018 §5): within each
+stage, the blocks that keep the shape (identity shortcut: all blocks of stage 1, blocks
+2..n of stages 2 and 3) use one block's parameters, so such a stage computes
+``h -> h + F(h)`` with the same ``F`` applied n (or n - 1) times. ``"naive"`` shares
+everything, BatchNorm included (its running statistics then pool every application);
+``"unshared-bn"`` shares the convolutions and gives every block its own BatchNorm (the
+fix the paper takes from Liao & Poggio 2016); ``"none"`` (default) shares nothing. The
+blocks stay separate modules in ``model.blocks`` whose ``conv`` (and, naive, ``bn``)
+submodules are one object, so ``model.parameters()`` lists each shared tensor once.
+
 Initialization: convolutions are He-normal (fan-in, gain of the activation; the 1x1
 shortcut uses gain 1), BatchNorm weight 1 / bias 0, the linear layer PyTorch's default.
 With BatchNorm, convolutions have no bias. Without BatchNorm, convolutions have a bias
@@ -32,7 +42,11 @@ import torch
 from torch import nn
 
 from sgdlab.config import ModelConfig
+from sgdlab.errors import ConfigError
 from sgdlab.models.common import activation, dropout, image_shape, kaiming_, scaled
+
+SHARING = ("none", "naive", "unshared-bn")  # model.options.share_blocks
+OPTIONS = {"share_blocks": SHARING}  # the options a built-in ResNet takes
 
 
 def _norm(channels: int, batchnorm: bool) -> nn.Module:
@@ -69,6 +83,28 @@ class PreActBlock(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.shortcut_of(h) + self.branch(h)
 
+    def share_with(self, leader: PreActBlock, batchnorm: bool) -> None:
+        """Use ``leader``'s convolutions (and, if ``batchnorm``, its BatchNorm modules)."""
+        self.conv1, self.conv2 = leader.conv1, leader.conv2
+        if batchnorm:
+            self.bn1, self.bn2 = leader.bn1, leader.bn2
+
+
+def check_options(cfg: ModelConfig) -> str:
+    """The ``share_blocks`` mode of ``cfg.options`` (ConfigError naming a bad option)."""
+    for key in cfg.options:
+        if key not in OPTIONS:
+            raise ConfigError(f"model.options.{key}: not an option of {cfg.name!r} (options: "
+                              f"{', '.join(OPTIONS)})")
+    mode = cfg.options.get("share_blocks", "none")
+    if not isinstance(mode, str) or mode not in SHARING:
+        raise ConfigError(f"model.options.share_blocks: {mode!r} is not one of "
+                          f"{', '.join(SHARING)}")
+    if mode == "unshared-bn" and not cfg.batchnorm:
+        raise ConfigError("model.options.share_blocks: 'unshared-bn' needs model.batchnorm = "
+                          "true (without BatchNorm use 'naive')")
+    return mode
+
 
 class PreActResNet(nn.Module):
     """``stem -> blocks -> head_norm -> head_act -> pool -> classifier``."""
@@ -83,17 +119,26 @@ class PreActResNet(nn.Module):
         widths = [scaled(c, cfg.width_mult) for c in (16, 32, 64)]
         self.stem = nn.Conv2d(c_in, widths[0], 3, padding=1, bias=not cfg.batchnorm)
         kaiming_(self.stem, None)
+        mode = check_options(cfg)
         blocks, c = [], widths[0]
         for stage, c_out in enumerate(widths):
+            leader = None
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(PreActBlock(c, c_out, stride, cfg.activation, cfg.batchnorm))
+                block = PreActBlock(c, c_out, stride, cfg.activation, cfg.batchnorm)
+                if mode != "none" and block.is_identity:
+                    if leader is None:
+                        leader = block
+                    else:
+                        block.share_with(leader, batchnorm=mode == "naive")
+                blocks.append(block)
                 c = c_out
         self.blocks = nn.ModuleList(blocks)
+        self.share_blocks = mode
         if not cfg.batchnorm:
-            with torch.no_grad():
-                for block in self.blocks:
-                    block.conv2.weight.mul_(1 / math.sqrt(len(self.blocks)))
+            with torch.no_grad():  # each (possibly shared) conv scaled once
+                for conv in {id(b.conv2): b.conv2 for b in self.blocks}.values():
+                    conv.weight.mul_(1 / math.sqrt(len(self.blocks)))
         self.head_norm = _norm(c, cfg.batchnorm)
         self.head_act = activation(cfg.activation)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *dropout(cfg.dropout))

@@ -93,7 +93,8 @@ NOT_IDENTITY = ("trackers",)  # config keys that do not change the trajectory
 # keys added after runs were stored, at the value every older run had: a config that holds
 # one at that value hashes as if it lacked it, so an older store's sweep still skips its runs
 ABSENT_AT = {("data", "options"): {}, ("model", "options"): {},
-             ("train", "eval_epochs"): 1, ("train", "eval_splits"): ["train", "test"]}
+             ("train", "eval_epochs"): 1, ("train", "eval_splits"): ["train", "test"],
+             ("train", "input_noise"): 0.0}
 
 
 def config_hash(config: dict) -> str:

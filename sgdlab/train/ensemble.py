@@ -182,13 +182,13 @@ def train_stacked(members: list[Member], backend: str = "auto") -> None:
             batches = [tr.next_batch() for tr in trainers]
             first = trainers[0]
             shared = all(tr.data is first.data and tr.cfg.seed == first.cfg.seed
+                         and tr.cfg.train.input_noise == first.cfg.train.input_noise
                          for tr in trainers)
             if shared:
-                idx = batches[0][0]
-                xs, ys = first.data.x_train[idx], first.data.y_train[idx]
+                xs, ys = first.batch(first.data.x_train, first.data.y_train, batches[0][0])
                 x_of = [(xs, ys)] * len(trainers)
             else:
-                x_of = [(tr.data.x_train[i], tr.data.y_train[i])
+                x_of = [tr.batch(tr.data.x_train, tr.data.y_train, i)
                         for tr, (i, _) in zip(trainers, batches)]
                 xs = torch.stack([x for x, _ in x_of])
                 ys = torch.stack([y for _, y in x_of])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sgdlab.config import RunConfig, from_dict
-from sgdlab.data import DataBundle, cached_load_data, epoch_permutation
+from sgdlab.data import DataBundle, cached_load_data, epoch_permutation, step_seed
 from sgdlab.errors import ConfigError, SgdlabError
 from sgdlab.evaluation import evaluate
 from sgdlab.losses import make_loss
@@ -233,7 +233,7 @@ class Trainer:
             return self._finish()
         while True:
             idx, lr = self.next_batch()
-            x, y = x_all[idx], y_all[idx]
+            x, y = self.batch(x_all, y_all, idx)
             opt.zero_grad(set_to_none=True)
             loss = self.loss_fn(model(x), y)
             loss.backward()
@@ -259,6 +259,20 @@ class Trainer:
             group["lr"] = lr
         self.ctx.lr = lr
         return self._perm[start:start + size], lr
+
+    def batch(self, x_all: torch.Tensor, y_all: torch.Tensor,
+              idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's mini-batch ``(x_all[idx], y_all[idx])``; with ``train.input_noise`` = σ
+        > 0 its inputs become ``x + σ ε``, ε ~ N(0, I) drawn by a generator seeded from
+        ``(seed, step)`` only: fresh every step, the same after a resume, untouched by
+        dropout or probes (which use the global generator)."""
+        x, y = x_all[idx], y_all[idx]
+        sigma = self.cfg.train.input_noise
+        if sigma > 0:
+            g = torch.Generator(device="cpu").manual_seed(step_seed(self.cfg.seed, self.step))
+            eps = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            x = x + sigma * eps.to(x.device)
+        return x, y
 
     def finish_step(self, loss: torch.Tensor, lr: float, x: torch.Tensor, y: torch.Tensor,
                     bar: Progress | None = None) -> str | None:
