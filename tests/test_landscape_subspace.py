@@ -132,3 +132,23 @@ def test_a_sweep_over_d_uses_one_start_and_the_full_space_run_as_baseline():
     assert (res.d_int, res.baseline) == (again.d_int, again.baseline)
     with pytest.raises(LandscapeError, match="eval_data: needed"):
         subspace_sweep(model, loss_fn, data, [2])
+
+
+def test_the_full_space_baseline_never_builds_a_dense_identity():
+    """P = I is applied as z itself: a 200k-parameter model (an identity of 160 GB) trains
+    as plain SGD, and building that identity explicitly is refused in one line."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(1000, 200), nn.ReLU(), nn.Linear(200, 3))
+    x, y = torch.randn(16, 1000), torch.randint(0, 3, (16,))
+    loss_fn = torch.nn.functional.cross_entropy
+    D = Layout.of(model).dim
+    assert D > 200_000
+    opts = dict(steps=3, lr=0.1, momentum=0.0, batch_size=8, batch_seed=0)
+    run = train_subspace(model, loss_fn, (x, y), D, projection="identity", return_point=True,
+                         **opts)
+    torch.testing.assert_close(run.meta["point"], _plain_sgd(model, loss_fn, (x, y), **opts))
+    with pytest.raises(LandscapeError, match="use projection='sparse'"):
+        projection_matrix(D, D, "identity")
+    with pytest.raises(LandscapeError, match="identity projection needs d"):
+        train_subspace(model, loss_fn, (x, y), 10, projection="identity")

@@ -57,12 +57,10 @@ def projection_matrix(dim: int, d: int, kind: str = "dense", *, seed: int = 0,
     if kind == "identity":
         if d != dim:
             raise LandscapeError(f"d: an identity projection needs d = {dim}, got {d}")
+        _check_dense(dim, d, dtype)
         return torch.eye(dim, dtype=dtype, device=device)
     if kind in ("dense", "orthogonal"):
-        nbytes = dim * d * torch.empty((), dtype=dtype).element_size()
-        if nbytes > DENSE_LIMIT:
-            raise LandscapeError(f"projection: a dense {dim} × {d} matrix takes {nbytes >> 20} MB; "
-                                 "use projection='sparse'")
+        _check_dense(dim, d, dtype)
         g = torch.randn(dim, d, generator=gen, dtype=torch.float64)
         if kind == "orthogonal":
             g, r = torch.linalg.qr(g)
@@ -87,8 +85,17 @@ def projection_matrix(dim: int, d: int, kind: str = "dense", *, seed: int = 0,
     return mat.to(dtype=dtype, device=device)
 
 
-def project(P: Tensor, z: Tensor) -> Tensor:
-    """P z for a dense or sparse P."""
+def _check_dense(dim: int, d: int, dtype: torch.dtype) -> None:
+    nbytes = dim * d * torch.empty((), dtype=dtype).element_size()
+    if nbytes > DENSE_LIMIT:
+        raise LandscapeError(f"projection: a dense {dim} × {d} matrix takes {nbytes >> 20} MB; "
+                             "use projection='sparse'")
+
+
+def project(P: Tensor | None, z: Tensor) -> Tensor:
+    """P z for a dense or sparse P; z itself for P = None (the identity, never built)."""
+    if P is None:
+        return z
     if P.is_sparse:
         return torch.sparse.mm(P, z[:, None])[:, 0]
     return P @ z
@@ -139,7 +146,10 @@ def train_subspace(model: nn.Module, loss_fn: LossFn, data: Data, d: int, *,
         if not radius > 0:
             raise LandscapeError(f"radius: must be > 0, got {radius}")
         theta0 = theta0 * (radius / theta0.norm())
-    P = projection_matrix(f.layout.dim, d, projection, seed=seed, dtype=f.dtype, device=f.device)
+    if projection == "identity" and int(d) != f.layout.dim:
+        raise LandscapeError(f"d: an identity projection needs d = {f.layout.dim}, got {d}")
+    P = None if projection == "identity" else projection_matrix(
+        f.layout.dim, d, projection, seed=seed, dtype=f.dtype, device=f.device)
     z = torch.zeros(int(d), dtype=f.dtype, device=f.device, requires_grad=True)
     opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
     history = []
