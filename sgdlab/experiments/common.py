@@ -53,20 +53,8 @@ def fmt_spread(values, fmt: str = ".3g") -> str:
 
 def load_trained(ctx, run_id: str):
     """``(model, data, loss_fn)`` of a finished run rebuilt from its config and its final
-    parameters (``final.safetensors``), on the CPU, model in eval mode."""
-    import torch
+    parameters (``final.safetensors``), on the CPU, model in eval mode
+    (:func:`sgdlab.train.restore.restore`)."""
+    from sgdlab.train.restore import restore
 
-    from sgdlab.config import from_dict
-    from sgdlab.data import load_data
-    from sgdlab.models import build_model
-    from sgdlab.train import make_loss  # the same name before and after losses moved
-
-    run = ctx.run(run_id)
-    cfg = from_dict(run.config)
-    dtype = getattr(torch, cfg.dtype)
-    data = load_data(cfg.data, cfg.seed, "cpu", dtype)
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to("cpu", dtype)
-    state = run.load_tensors("final")
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
-                           for k, v in state.items()})
-    return model.eval(), data, make_loss(cfg.train.loss)
+    return tuple(restore(ctx.run(run_id)))
