@@ -152,3 +152,16 @@ def test_the_full_space_baseline_never_builds_a_dense_identity():
         projection_matrix(D, D, "identity")
     with pytest.raises(LandscapeError, match="identity projection needs d"):
         train_subspace(model, loss_fn, (x, y), 10, projection="identity")
+
+
+def test_a_sparse_projection_and_its_gradient_equal_the_dense_matrix_products():
+    from sgdlab.landscape.subspace import project
+
+    P = projection_matrix(500, 7, "sparse", seed=2, dtype=torch.float64)
+    dense = P.to_dense()
+    z = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(500, dtype=torch.float64)
+    (project(P, z) @ g).backward()
+    torch.testing.assert_close(project(P, z.detach()), dense @ z.detach(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(z.grad, dense.T @ g, rtol=0, atol=1e-13)
+    assert torch.allclose(dense.norm(dim=0), torch.ones(7, dtype=torch.float64))
