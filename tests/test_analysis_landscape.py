@@ -143,3 +143,15 @@ def test_restore_from_a_checkpoint_and_its_errors(runs):
 
     with pytest.raises(SgdlabError, match="no checkpoint at step 3"):
         restore(a, weights=3)
+
+
+def test_restore_at_init_is_the_trainers_initialization(runs):
+    store, *_ = runs
+    run = train(small_config(name="init", seed=3, **{"train.epochs": 1}), store,
+                probes=[Trajectory(Schedule(every=10_000))])  # step 0 and the end
+    state = torch.get_rng_state()
+    r = restore(run, weights="init")
+    assert torch.equal(torch.get_rng_state(), state) and r.step == 0
+    step, first = run.load_arrays("trajectory")[0]
+    theta0 = torch.cat([p.detach().reshape(-1) for p in r.model.parameters()])
+    assert step == 0 and torch.equal(theta0, torch.from_numpy(first["theta"]))

@@ -165,3 +165,23 @@ def test_a_sparse_projection_and_its_gradient_equal_the_dense_matrix_products():
     torch.testing.assert_close(project(P, z.detach()), dense @ z.detach(), rtol=0, atol=1e-14)
     torch.testing.assert_close(z.grad, dense.T @ g, rtol=0, atol=1e-13)
     assert torch.allclose(dense.norm(dim=0), torch.ones(7, dtype=torch.float64))
+
+
+def test_the_sparse_nonzeros_are_independent_bernoulli_entries():
+    """Geometric gaps give every entry probability p, at every row position: the overall
+    density, the density of the first and last rows, and the per-column count's variance
+    D p (1 − p) match within 4 standard errors."""
+    from sgdlab.landscape.subspace import _bernoulli_positions
+
+    D, d, p = 400, 5000, 0.05
+    rows, cols = _bernoulli_positions(D, d, p, torch.Generator().manual_seed(0))
+    mask = torch.zeros(D, d, dtype=torch.bool)
+    mask[rows, cols] = True
+    assert int(mask.sum()) == len(rows)  # no position drawn twice
+    n = D * d
+    assert abs(float(mask.double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+    for part in (mask[:20], mask[-20:]):
+        assert abs(float(part.double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / part.numel())
+    counts = mask.sum(0).double()
+    var = D * p * (1 - p)
+    assert abs(float(counts.var()) - var) < 4 * var * math.sqrt(2 / (d - 1))

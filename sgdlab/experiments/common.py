@@ -58,3 +58,24 @@ def load_trained(ctx, run_id: str):
     from sgdlab.train.restore import restore
 
     return tuple(restore(ctx.run(run_id)))
+
+
+def cached(ctx, what: str, settings: dict, compute, *, save=None, load=None):
+    """``compute()`` once per ``settings`` (JSON-able, e.g. run ids and options), cached in
+    ``ctx.extra_dir`` as ``<what>-<hash>.json`` (or ``.npz`` with ``save(value, path)`` /
+    ``load(path)``), so rerunning an experiment only re-reads what it computed."""
+    import hashlib
+    import json
+
+    from sgdlab.store.files import read_json, write_json
+
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    path = ctx.extra_dir / f"{what}-{key.hexdigest()[:12]}.{'npz' if save else 'json'}"
+    if path.is_file():
+        return load(path) if load else read_json(path, what)
+    value = compute()
+    if save:
+        save(value, path)
+    else:
+        write_json(path, value)
+    return value

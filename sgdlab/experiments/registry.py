@@ -14,6 +14,7 @@ from sgdlab.experiments import (
     iterative_inference,
     lr_batch_ratio,
     memorization,
+    mode_connectivity,
     sharpest_directions,
     stiffness,
 )
@@ -30,6 +31,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         capacity.EXPERIMENT,
         stiffness.EXPERIMENT,
         iterative_inference.EXPERIMENT,
+        mode_connectivity.EXPERIMENT,
     )
 }
 

@@ -47,10 +47,19 @@ def final_step(run: Run) -> int | None:
 def restore(run: Run, weights: str | int = "final", device: str | torch.device = "cpu"
             ) -> RestoredRun:
     """``run`` rebuilt on ``device`` with the weights ``"final"`` (``final.safetensors``,
-    written when the run finished) or those of the checkpoint at step ``weights``. A run
-    without them is one :class:`~sgdlab.errors.SgdlabError` line naming it."""
+    written when the run finished), those of the checkpoint at step ``weights``, or
+    ``"init"``: the initialization θ₀ the trainer drew (``torch.manual_seed(seed)`` before
+    building the model; the global RNG is left as it was). A run without the weights asked
+    for is one :class:`~sgdlab.errors.SgdlabError` line naming it."""
     cfg = from_dict(run.config)
     dtype = getattr(torch, cfg.dtype)
+    if weights == "init":
+        data = load_data(cfg.data, cfg.seed, device, dtype)
+        with torch.random.fork_rng(devices=[]):  # the trainer's initialization, RNG untouched
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.model, data.input_shape, data.n_classes)
+        return RestoredRun(run, cfg, model.to(device, dtype).eval(), data,
+                           make_loss(cfg.train.loss), 0)
     if weights == "final":
         if not (run.path / "final.safetensors").is_file():
             raise SgdlabError(f"run {run.id} has no stored weights (final.safetensors): it is "
@@ -62,7 +71,7 @@ def restore(run: Run, weights: str | int = "final", device: str | torch.device =
             raise SgdlabError(f"run {run.id} has no checkpoint at step {weights} (has: {have})")
         state, step = run.load_checkpoint(weights)["model"], weights
     else:
-        raise SgdlabError(f"weights: 'final' or a checkpoint step, got {weights!r}")
+        raise SgdlabError(f"weights: 'final', 'init' or a checkpoint step, got {weights!r}")
     data = load_data(cfg.data, cfg.seed, device, dtype)
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device, dtype)
     model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
