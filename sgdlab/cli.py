@@ -24,6 +24,7 @@ def cmd_run(args) -> int:
     from sgdlab.train import train
 
     cfg = load_config(args.config, args.set)
+    cfg.trackers.extend(_tracks(args))
     run = train(cfg, _store(args), progress=False if args.quiet else None)
     print(f"{run.id}\t{run.status}\t{run.path}")
     return 0 if run.status == "finished" else 1
@@ -37,38 +38,60 @@ def cmd_resume(args) -> int:
     return 0 if run.status == "finished" else 1
 
 
+def _tracks(args) -> list:
+    from sgdlab.sinks.trackers import parse_track
+
+    return [parse_track(text) for text in getattr(args, "track", [])]
+
+
 def cmd_ls(args) -> int:
     store = _store(args)
-    runs = store.runs(status=args.status, group=args.group)
-    if runs.empty:
+    records = store.run_records(status=args.status, group=args.group)
+    if not records:
         print(f"no runs in {store.root}")
         return 0
-    cols = [c for c in ("id", "status", "created", "data.name", "model.name", "optim.lr",
-                        "optim.batch_size", "diverged_step") if c in runs.columns]
-    print(runs[cols].to_string(index=False))
+    keys = [k for k in ("data.name", "model.name", "optim.lr", "optim.batch_size")
+            if any(k in r["config"] for r in records)]
+    table = [["id", "status", "created", *keys, "diverged_step"]]
+    for r in records:
+        created = r["created"].replace("T", " ")[:19]
+        table.append([r["id"], r["status"], created, *(_cell(r["config"].get(k)) for k in keys),
+                      _cell(r["diverged_step"])])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def _cell(value) -> str:
+    return "<NA>" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def cmd_show(args) -> int:
     store = _store(args)
     run = store.get_run(args.run)
-    m = store.metrics(runs=[run.id])
+    last = store.last_metrics(run.id)
     print(f"run     {run.id}\nstatus  {run.status}\nfolder  {run.path}")
+    if run.status == "diverged":
+        print(f"diverged at step {run.diverged_step}" + (f": {run.message}" if run.message
+                                                         else ""))
+    elif run.status == "failed" and run.message:
+        print(f"failed: {run.message}")
     if run.status == "running":
         from sgdlab.train.environment import last_session, session_alive
 
-        last = last_session(run)
-        if last is not None and "pid" in last:
-            where = f"pid {last['pid']} on {last.get('host')}"
+        session = last_session(run)
+        if session is not None and "pid" in session:
+            where = f"pid {session['pid']} on {session.get('host')}"
             print("process " + {True: f"{where}, alive", None: f"{where} (another host)",
                                 False: f"{where} is gone: killed; `sgdlab resume {run.id}` "
-                                       "continues it"}[session_alive(last)])
-    if m.empty:
+                                       "continues it"}[session_alive(session)])
+    if not last:
         return 0
-    last = m.sort_values("step").groupby("name").tail(1).set_index("name")
-    width = max(len(n) for n in last.index)
-    for name, row in last.iterrows():
-        print(f"  {name:<{width}}  {row['value']:.6g}  (step {int(row['step'])})")
+    width = max(len(n) for n in last)
+    for name in sorted(last):
+        step, value = last[name]
+        print(f"  {name:<{width}}  {value:.6g}  (step {step})")
     return 0
 
 
@@ -88,6 +111,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from sgdlab.config import TrackerConfig
+    from sgdlab.sinks.replay import replay
+    from sgdlab.sinks.trackers import build_trackers, check_trackers
+
+    kind, dest = args.to
+    tracker = TrackerConfig(kind=kind, dest=dest)
+    check_trackers([tracker], where="--to")
+    store = _store(args)
+    runs = [store.get_run(r) for r in args.runs]  # every id checked before anything is sent
+    for run in runs:
+        sent = replay(store, run, build_trackers([tracker]))
+        print(f"{run.id}\t{kind}\t{sent} values\t{dest}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sgdlab.demo import run_demo
 
@@ -96,8 +135,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in one line (exit status 2, as every user error)."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"sgdlab: error: {self.prog}: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgdlab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sgdlab", description=__doc__.splitlines()[0])
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -105,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config file (defaults if omitted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set optim.lr=0.05 (repeatable)")
+    _track_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a killed run from its last checkpoint")
@@ -112,18 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("ls", help="list runs")
-    p.add_argument("--status", choices=["running", "finished", "diverged", "failed"])
-    p.add_argument("--group")
+    p.add_argument("--status", choices=["running", "finished", "diverged", "failed"],
+                   help="only runs with this status")
+    p.add_argument("--group", help="only the runs of this group (a sweep's or an "
+                   "experiment's name)")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", help="a run's status and latest metrics")
-    p.add_argument("run")
+    p.add_argument("run", help="run id or unique prefix (see sgdlab ls)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")
-    p.add_argument("run")
+    p.add_argument("run", help="run id or unique prefix (see sgdlab ls)")
     p.add_argument("-o", "--output", type=Path, help="output file (default: in the run folder)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="send stored runs to TensorBoard, MLflow or W&B",
+                       description="Replay stored runs (config, every scalar, probe arrays, "
+                       "the end) into a tracker: TensorBoard event files in DEST/<run id>, "
+                       "an MLflow tracking URI or folder (sqlite:///DEST/mlflow.db), or W&B "
+                       "offline files in DEST/wandb.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique prefixes")
+    p.add_argument("--to", nargs=2, required=True, metavar=("KIND", "DEST"),
+                   help="tensorboard | mlflow | wandb, and the destination folder "
+                   "(MLflow: or a tracking URI)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="train an MLP on MNIST-1D (no download) and write its report")
     p.set_defaults(func=cmd_demo)
@@ -140,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _track_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--track", action="append", default=[], metavar="KIND[=DEST]",
+                        help="also send the run live to a tracker: tensorboard, mlflow or "
+                        "wandb (offline), optionally to DEST (repeatable)")
+
+
 def _global_options(parser: argparse.ArgumentParser, **defaults) -> None:
     parser.add_argument("--store", help="store folder (default $SGDLAB_STORE or ./sgdlab-runs)",
                         **defaults)
@@ -148,8 +215,15 @@ def _global_options(parser: argparse.ArgumentParser, **defaults) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
     from sgdlab.store import StoreError
 
+    def one_line(message, category, *_args, **_kwargs) -> None:
+        text = " ".join(str(message).split())
+        print(f"sgdlab: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     try:
         return args.func(args)
     except (SgdlabError, StoreError) as exc:

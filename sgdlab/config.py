@@ -8,6 +8,7 @@ as :class:`~sgdlab.errors.ConfigError` before anything is written anywhere.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.errors import ConfigError
+from sgdlab.imports import add_search_folder, check_syntax, is_import_path
 
 DATASETS = (
     "fashion-mnist", "mnist", "cifar10", "digits", "mnist1d", "gaussian-mixture", "teacher-student",
@@ -30,11 +32,17 @@ LOSSES = ("cross_entropy", "mse")
 LR_SCHEDULES = ("constant", "step", "cosine", "cyclic")
 BATCH_SCHEDULES = ("constant", "step", "cyclic")
 OPTIMIZERS = ("sgd", "nsgd")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+EVAL_SPLITS = ("train", "test")  # "train" also evaluates the clean and corrupted examples
 
 
 @dataclass
 class DataConfig:
-    """Dataset, subset, normalization and corruption."""
+    """Dataset, subset, normalization and corruption.
+
+    ``name`` is a built-in dataset or the import path of a loader of one's own,
+    ``"package.module:function"``, called as ``function(cfg, seed, **options)`` (``cfg``
+    this section, ``options`` the ``options`` table); see :mod:`sgdlab.data.user`."""
 
     name: str = "mnist1d"
     root: str = ""  # data folder; "" -> $SGDLAB_DATA, then the user cache folder
@@ -54,9 +62,11 @@ class DataConfig:
     separation: float = 3.0  # gaussian-mixture: scale of the class means
     teacher_width: int = 32
     noise_std: float = 0.0  # teacher-student: Gaussian noise added to targets
+    options: dict = field(default_factory=dict)  # keyword arguments of a loader of one's own
 
     def check(self) -> None:
-        _choice("data.name", self.name, DATASETS)
+        _name_or_path("data.name", self.name, DATASETS)
+        _options_need_path("data", self.name, self.options)
         _choice("data.normalize", self.normalize, NORMALIZATIONS)
         _choice("data.input_corruption", self.input_corruption, INPUT_CORRUPTIONS)
         _at_least("data.n_train", self.n_train, 0)
@@ -71,7 +81,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture from the registry in :mod:`sgdlab.models`."""
+    """Architecture from the registry in :mod:`sgdlab.models`, or the import path of a
+    builder of one's own, ``"package.module:function"``, called as
+    ``function(cfg, input_shape, n_outputs, **options)``."""
 
     name: str = "mlp"
     depth: int = 2  # MLP: number of hidden layers
@@ -80,12 +92,16 @@ class ModelConfig:
     activation: str = "relu"
     batchnorm: bool = False
     dropout: float = 0.0
+    options: dict = field(default_factory=dict)  # keyword arguments of a builder of one's own
 
     def check(self) -> None:
         """The fields' ranges; ``name`` is checked by the model registry
         (:func:`sgdlab.models.check_model`), which sits above the config."""
         if not self.name:
             raise ConfigError("model.name: must name a model")
+        if is_import_path(self.name):
+            check_syntax("model.name", self.name)
+        _options_need_path("model", self.name, self.options)
         _choice("model.activation", self.activation, ACTIVATIONS)
         _at_least("model.depth", self.depth, 0)
         _at_least("model.width", self.width, 1)
@@ -118,6 +134,9 @@ class LRScheduleConfig:
         _fraction("optim.lr_schedule.min_factor", self.min_factor)
         _at_least("optim.lr_schedule.period", self.period, 1)
         _increasing("optim.lr_schedule.milestones", self.milestones)
+        if self.kind == "step" and not self.milestones:
+            raise ConfigError("optim.lr_schedule.milestones: a step schedule needs milestones "
+                              "(epochs at which the learning rate is multiplied by gamma)")
 
 
 @dataclass
@@ -144,6 +163,9 @@ class BatchScheduleConfig:
                 "optim.batch_schedule.min_factor: must be > 0 for a cyclic batch size")
         _at_least("optim.batch_schedule.period", self.period, 1)
         _increasing("optim.batch_schedule.milestones", self.milestones)
+        if self.kind == "step" and not self.milestones:
+            raise ConfigError("optim.batch_schedule.milestones: a step schedule needs milestones "
+                              "(epochs at which the batch size is multiplied by factor)")
 
 
 @dataclass
@@ -183,14 +205,19 @@ class OptimConfig:
 class TrainConfig:
     """Length of training, loss, evaluation and checkpoint cadence.
 
+    Evaluations (loss and accuracy on ``eval_splits``) run every ``eval_every`` steps or,
+    when it is 0, at the start and at the end of every ``eval_epochs``-th epoch;
+    ``eval_epochs = 0`` evaluates only at the end. The end of training always evaluates.
     Checkpoints are taken every ``checkpoint_every`` steps or, when it is 0, at the end of
     every ``checkpoint_epochs``-th epoch; the end of training always checkpoints.
     """
 
     epochs: int = 10
     max_steps: int = 0  # > 0: stop after this many steps even if epochs remain
-    loss: str = "cross_entropy"
-    eval_every: int = 0  # steps between evaluations; 0 = once per epoch
+    loss: str = "cross_entropy"  # or mse, or "package.module:function" (sgdlab.losses)
+    eval_every: int = 0  # steps between evaluations; 0 = every eval_epochs epochs
+    eval_epochs: int = 1  # epochs between evaluations when eval_every = 0; 0 = only the end
+    eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS))
     eval_batch_size: int = 0  # examples per forward pass; 0 = 4096 on CUDA, 128 on CPU
     checkpoint_every: int = 0  # steps between checkpoints; 0 = every checkpoint_epochs epochs
     checkpoint_epochs: int = 1  # epochs between checkpoints when checkpoint_every = 0
@@ -199,12 +226,38 @@ class TrainConfig:
     def check(self) -> None:
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.max_steps", self.max_steps, 0)
-        _choice("train.loss", self.loss, LOSSES)
+        _name_or_path("train.loss", self.loss, LOSSES)
         _at_least("train.eval_every", self.eval_every, 0)
+        _at_least("train.eval_epochs", self.eval_epochs, 0)
+        for i, split in enumerate(self.eval_splits):
+            _choice(f"train.eval_splits[{i}]", split, EVAL_SPLITS)
+        if not self.eval_splits:
+            raise ConfigError("train.eval_splits: must name at least one of train, test")
         _at_least("train.eval_batch_size", self.eval_batch_size, 0)
         _at_least("train.checkpoint_every", self.checkpoint_every, 0)
         _at_least("train.checkpoint_epochs", self.checkpoint_epochs, 1)
         _at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+
+
+@dataclass
+class TrackerConfig:
+    """An experiment tracker fed live during training (:mod:`sgdlab.sinks.trackers`).
+    Trackers do not change the trajectory, so they are not part of a run's identity
+    (its ``config_hash``): a finished run is not trained again to add one (use
+    ``sgdlab export``)."""
+
+    kind: str = ""  # tensorboard | mlflow | wandb
+    # tensorboard: log folder (default <store>/tensorboard, a subfolder per run);
+    # mlflow: a tracking URI or a folder (default: MLflow's own, $MLFLOW_TRACKING_URI);
+    # wandb: the folder of its offline files (default: wandb's own, $WANDB_DIR or .)
+    dest: str = ""
+    project: str = ""  # MLflow experiment / W&B project (default: the run's group, or sgdlab)
+    online: bool = False  # wandb: sync to the W&B servers (needs an account); default offline
+
+    def check(self, where: str) -> None:
+        _choice(f"{where}.kind", self.kind, TRACKERS)
+        if self.online and self.kind != "wandb":
+            raise ConfigError(f"{where}.online: only for kind = 'wandb'")
 
 
 @dataclass
@@ -221,6 +274,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     probes: list[dict] = field(default_factory=list)
+    trackers: list[TrackerConfig] = field(default_factory=list)
 
     def check(self) -> RunConfig:
         if not self.name or not all(c.isalnum() or c in "_.-" for c in self.name):
@@ -237,6 +291,13 @@ class RunConfig:
         for i, spec in enumerate(self.probes):
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise ConfigError(f"probes[{i}]: must be a table with a 'name'")
+        seen: dict[tuple[str, str], int] = {}
+        for i, tracker in enumerate(self.trackers):
+            tracker.check(f"trackers[{i}]")
+            key = (tracker.kind, tracker.dest)
+            if key in seen:
+                raise ConfigError(f"trackers[{i}]: the same tracker as trackers[{seen[key]}]")
+            seen[key] = i
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,6 +360,7 @@ def coerce(dotted: str, value: Any, hint: Any) -> Any:
     if hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{dotted}: expected a table, got {value!r}")
+        _plain(dotted, value)
         return value
     raise TypeError(f"unsupported config type {hint}")
 
@@ -319,7 +381,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
     """Return a copy of nested ``data`` with dotted overrides set (``{"optim.lr": 0.05}``)."""
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         node = out
@@ -335,12 +397,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file into a dict; errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file (give a .toml file)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    add_search_folder(path.parent)  # import paths in it may name modules beside it
+    return data
 
 
 def load_config(
@@ -359,6 +427,36 @@ def load_config(
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _name_or_path(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """A built-in name, or an import path of one's own (resolved by the registry above)."""
+    if is_import_path(value):
+        check_syntax(name, value)
+    else:
+        _choice(name, value, choices + ("package.module:function",))
+
+
+def _options_need_path(section: str, name: str, options: dict) -> None:
+    if options and not is_import_path(name):
+        raise ConfigError(f"{section}.options: only for a {section} given by import path "
+                          f"('package.module:function'), not {name!r}")
+
+
+def _plain(dotted: str, value: Any) -> None:
+    """ConfigError unless ``value`` is made of strings, numbers, booleans, lists and tables
+    (what a run's JSON config can hold: no TOML dates, no NaN)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _plain(f"{dotted}.{key}", item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain(f"{dotted}[{i}]", item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{dotted}: must be finite, got {value!r}")
+    elif not isinstance(value, str | int | float | bool):
+        raise ConfigError(f"{dotted}: expected a string, number, boolean, list or table, "
+                          f"got {value!r}")
 
 
 def _at_least(name: str, value: float, low: float) -> None:

@@ -48,21 +48,25 @@ def default_eval_batch(device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 128
 
 
-def evaluate(model: nn.Module, loss: str, data, batch_size: int = 0) -> dict[str, float]:
-    """Loss and accuracy on train and test; with corruption, also on the clean and the
-    corrupted training examples (accuracy on the corrupted ones against their noisy labels,
-    i.e. memorization, and ``corrupted/acc_true`` against the original labels).
+def evaluate(model: nn.Module, loss: str, data, batch_size: int = 0,
+             splits: tuple[str, ...] | list[str] = ("train", "test")) -> dict[str, float]:
+    """Loss and accuracy on train and test (those of ``splits``); with corruption and
+    ``"train"`` in ``splits``, also on the clean and the corrupted training examples
+    (accuracy on the corrupted ones against their noisy labels, i.e. memorization, and
+    ``corrupted/acc_true`` against the original labels).
     ``batch_size`` 0: :func:`default_eval_batch` for the data's device."""
     batch_size = batch_size or default_eval_batch(data.x_train.device)
     out: dict[str, float] = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        out[f"{split}/loss"], out[f"{split}/acc"] = loss_and_accuracy(model, loss, x, y, batch_size)
+        if split in splits:
+            out[f"{split}/loss"], out[f"{split}/acc"] = loss_and_accuracy(model, loss, x, y,
+                                                                          batch_size)
     if data.task == "regression":
         for key in ("train/acc", "test/acc"):
-            out.pop(key)
+            out.pop(key, None)
         return out
     bad = data.corrupted
-    if bool(bad.any()):
+    if "train" in splits and bool(bad.any()):
         good = ~bad
         out["clean/loss"], out["clean/acc"] = loss_and_accuracy(
             model, loss, data.x_train[good], data.y_train[good], batch_size

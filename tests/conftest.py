@@ -21,6 +21,7 @@ def store(tmp_path):
 def _isolated_env(tmp_path, monkeypatch):
     """Tests never download and never write outside tmp_path."""
     monkeypatch.setenv("SGDLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "default-store"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     yield

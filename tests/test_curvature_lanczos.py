@@ -12,7 +12,7 @@ from sgdlab.testing import CASES, dense_hessian, eigh, make_case
 @cache
 def hessian_of(name: str) -> torch.Tensor:
     c = make_case(name)
-    return dense_hessian(c.model, c.loss_fn, c.data)
+    return dense_hessian(c.model, c.loss_fn, c.data, **c.reference_options)
 
 
 def spectrum_matrix(eigs: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -41,12 +41,13 @@ def assert_matches(res, matrix: torch.Tensor, which: str, k: int, rtol: float = 
     assert res.all_converged
 
 
+@pytest.mark.filterwarnings("ignore::sgdlab.curvature.model_function.CurvatureMemoryWarning")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_top_eigenpairs_of_every_case(name):
     c = make_case(name)
     H = hessian_of(name)
     k = min(4, H.shape[0])
-    op = HessianOperator(c.model, c.loss_fn, c.data)
+    op = HessianOperator(c.model, c.loss_fn, c.data, **c.options)
     res = lanczos(op, k, tol=1e-10)
     assert_matches(res, H, "LA", k)
     assert res.products == op.products

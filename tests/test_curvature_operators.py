@@ -40,7 +40,7 @@ HESSIAN_CASES = sorted(CASES)
 def reference(name: str, kind: str = "hessian") -> torch.Tensor:
     c = make_case(name)
     fn = {"hessian": dense_hessian, "ggn": dense_ggn, "covariance": exact_covariance}[kind]
-    return fn(c.model, c.loss_fn, c.data)
+    return fn(c.model, c.loss_fn, c.data, **c.reference_options)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,6 +51,7 @@ def probe_block(dim: int, m: int = 3) -> torch.Tensor:
     return torch.randn(m, dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
+@pytest.mark.filterwarnings("ignore::sgdlab.curvature.model_function.CurvatureMemoryWarning")
 @pytest.mark.parametrize("name", HESSIAN_CASES)
 @pytest.mark.parametrize("backend", ["graph", "recompute", "func"])
 def test_hvp_backends_equal_dense_hessian(name, backend):
@@ -58,7 +59,8 @@ def test_hvp_backends_equal_dense_hessian(name, backend):
     H = reference(name)
     V = probe_block(H.shape[0])
     for batched in (False, True):
-        op = HessianOperator(c.model, c.loss_fn, c.data, backend=backend, batched=batched)
+        op = HessianOperator(c.model, c.loss_fn, c.data, backend=backend, batched=batched,
+                             **c.options)
         assert rel_err(op.matmat(V), V @ H) < TOL
         assert op.products == 3
 

@@ -19,7 +19,8 @@ def decaying(dim: int = 300) -> torch.Tensor:
 
 @pytest.mark.parametrize("method", [hutchinson, hutchpp])
 def test_estimate_within_a_few_standard_errors_and_error_shrinks(method):
-    A = spectrum_matrix(torch.linspace(-1, 4, 200, dtype=torch.float64), seed=1)
+    # P = 1000 > both budgets (with a budget of P, Hutch++ computes the trace exactly)
+    A = spectrum_matrix(torch.linspace(-1, 4, 1000, dtype=torch.float64), seed=1)
     exact = float(A.trace())
     small = method(DenseOperator(A), rtol=0, max_products=60, seed=0)
     large = method(DenseOperator(A), rtol=0, max_products=600, seed=0)
@@ -33,8 +34,8 @@ def test_estimate_within_a_few_standard_errors_and_error_shrinks(method):
 @pytest.mark.parametrize("method", [hutchinson, hutchpp])
 def test_stops_at_the_target_relative_standard_error(method):
     A = spectrum_matrix(torch.linspace(0.5, 3, 200, dtype=torch.float64), seed=2)
-    res = method(DenseOperator(A), rtol=0.01, max_products=5000, seed=0)
-    assert res.converged and res.relative_stderr <= 0.01 and res.products < 5000
+    res = method(DenseOperator(A), rtol=0.01, max_products=199, seed=0)  # budget < P = 200
+    assert res.converged and res.relative_stderr <= 0.01 and res.products < 199
     assert abs(res.estimate - float(A.trace())) <= 4 * res.stderr
     capped = method(DenseOperator(A), rtol=1e-6, max_products=40, seed=0)
     assert not capped.converged and capped.products == 40
@@ -77,9 +78,26 @@ def test_hutchpp_is_exact_when_the_sketch_spans_the_range():
     eigs = torch.zeros(40, dtype=torch.float64)
     eigs[:5] = torch.tensor([5.0, 4.0, 3.0, -2.0, 1.0])
     A = spectrum_matrix(eigs)  # rank 5: a sketch of 10 spans its range
-    res = hutchpp(DenseOperator(A), max_products=40, sketch_size=10)
+    res = hutchpp(DenseOperator(A), max_products=39, sketch_size=10)  # budget < P = 40
+    assert res.method == "hutch++" and len(res.samples) == 39 - 15
     assert res.products == 10 + 5 + len(res.samples)  # rank-deficient directions dropped
-    assert res.stderr < 1e-12 and abs(res.estimate - 11.0) < 1e-10
+    # the deflated samples are rounding (~1e-16, their standard error smaller still): the
+    # reported standard error is the rounding floor of the exact part
+    sample_se = float(res.samples.std()) / len(res.samples) ** 0.5
+    assert float(res.samples.abs().max()) < 1e-13 and sample_se < 0.1 * res.stderr
+    assert 1e-15 < res.stderr < 1e-12 and abs(res.estimate - 11.0) <= 4 * res.stderr
+
+
+def test_hutchpp_with_a_budget_of_p_products_is_exact():
+    A = spectrum_matrix(torch.linspace(-1, 4, 200, dtype=torch.float64), seed=1)
+    exact = float(A.trace())
+    for budget, block in ((200, 1), (1000, 7)):
+        res = hutchpp(DenseOperator(A), rtol=1e-2, max_products=budget, block_size=block)
+        assert res.method == "exact" and res.products == 200 and res.converged
+        assert abs(res.estimate - exact) <= 1e-13 * float(A.diagonal().abs().sum())
+        assert 0 < res.stderr < 1e-12 and abs(res.estimate - exact) <= 4 * res.stderr
+    est = hutchpp(DenseOperator(A), rtol=0, max_products=199, seed=0)  # one short: estimated
+    assert est.method == "hutch++" and est.stderr > 1e-3
 
 
 def test_trace_bad_arguments():
@@ -155,3 +173,17 @@ def test_density_bad_arguments():
         slq(op, num_steps=0)
     with pytest.raises(ValueError, match="sigma"):
         slq(op, sigma=0.0)
+
+
+def test_density_weights_repeated_eigenvalues_by_their_multiplicity():
+    from curvature_cases import issue_matrix
+
+    A = issue_matrix()  # 3, 2, 1 and .5, each three times
+    res = slq(DenseOperator(A), num_steps=12, num_vectors=64, sigma=0.01, seed=0)
+    # each run's Krylov space is invariant after 4 steps: its nodes are the 4 distinct values
+    assert res.products == 64 * 4
+    live = res.weights > 1e-12
+    distinct = torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
+    assert torch.all((res.nodes[live][:, None] - distinct).abs().min(1).values < 1e-10)
+    for v in distinct.tolist():  # mass 3/12 each, within ~4 standard errors of 64 vectors
+        assert abs(res.mass(v - 0.1, v + 0.1) - 0.25) < 0.1

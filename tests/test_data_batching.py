@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgdlab.data import batches_per_epoch, data_root, epoch_permutation, iterate_batches
+from sgdlab.data import batches_per_epoch, cache_root, data_root, epoch_permutation, iterate_batches
 from sgdlab.errors import ConfigError
 
 
@@ -43,6 +43,7 @@ def test_iterate_batches_drops_partial_and_resumes():
 
 
 def test_data_root_order(monkeypatch, tmp_path):
+    monkeypatch.delenv("SGDLAB_CACHE", raising=False)  # the cache folder's own variable
     monkeypatch.setenv("SGDLAB_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert data_root(str(tmp_path / "arg")) == tmp_path / "arg"
@@ -52,3 +53,5 @@ def test_data_root_order(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_root() == Path(tmp_path / "home" / ".cache" / "sgdlab")
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path / "c"))
+    assert data_root() == cache_root() == tmp_path / "c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -66,8 +67,9 @@ def test_mnist1d_generated_then_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.random.get_state()[1], before_np)  # global RNGs restored
     assert random.getstate() == before_py
     assert (first.n_train, first.n_test, first.input_shape) == (4000, 1000, (40,))
-    assert (tmp_path / "mnist1d.npz").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    cache = Path(os.environ["SGDLAB_CACHE"])  # the cache folder, never the data folder
+    assert (cache / "mnist1d.npz").is_file() and not (tmp_path / "mnist1d.npz").exists()
+    assert not [p for p in cache.iterdir() if p.name.endswith(".part")]
 
     def no_generation():
         raise AssertionError("the cache should have been read")

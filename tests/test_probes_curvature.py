@@ -51,6 +51,19 @@ def test_hessian_probe_matches_the_dense_hessian():
     assert again["products"] < out["products"]
 
 
+def test_hessian_probe_error_bar_holds_at_a_loose_tolerance():
+    """lambda_max_err = ‖Hv − θv‖: some eigenvalue lies within it of θ; here the top one,
+    from below (θ is a Rayleigh quotient)."""
+    model, ctx = tiny_context()
+    vals, _ = eigh(dense_hessian(model, ctx.loss_fn, ctx.subset(40)))
+    for tol in (0.3, 0.1, 0.03):
+        ctx.new_step()
+        out = HessianProbe(k=1, n=40, tol=tol, warm_start=False).measure(ctx)
+        assert 0 < out["lambda_max_err"] <= tol * out["lambda_max"] * (1 + 1e-9)
+        assert out["lambda_max"] <= vals[0].item() + 1e-12
+        assert vals[0].item() - out["lambda_max"] <= out["lambda_max_err"]
+
+
 def test_gradient_noise_probe_matches_a_per_example_loop():
     model, ctx = tiny_context(loss="mse")
     out = GradientNoiseProbe(n=50, tol=1e-10).measure(ctx)

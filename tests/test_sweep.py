@@ -51,6 +51,35 @@ def final_metrics(store, group):
             for r, df in m.groupby("run")}
 
 
+def assert_same_final_weights(a, b, group):
+    """Every run of ``group`` ends with bit-identical final weights in stores a and b."""
+    ids_a, ids_b = (s.runs(group=group).set_index("name")["id"] for s in (a, b))
+    assert sorted(ids_a.index) == sorted(ids_b.index)
+    for name in ids_a.index:
+        wa = a.get_run(ids_a[name]).load_tensors("final")
+        wb = b.get_run(ids_b[name]).load_tensors("final")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def kill_after_checkpoint(store, pattern, killed, timeout=300):
+    """Wait for a run matching ``pattern`` to have a checkpoint, SIGKILL the process of its
+    last session and append its pid to ``killed`` (run in a thread beside a sweep)."""
+    import json
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not killed:
+        for env in store.root.glob(f"runs/{pattern}/environment.json"):
+            if list(env.parent.glob("checkpoints/step_*.pt")):
+                pid = json.loads(env.read_text())["sessions"][-1]["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.02)
+
+
 def test_product_zip_and_seeds_expand_to_every_combination(tmp_path):
     (tmp_path / "base.toml").write_text('[data]\nname = "digits"\ndownload = false\n'
                                         '[train]\nepochs = 3\n')
@@ -275,8 +304,4 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, store
     done = Store(killed)
     assert done.runs(group="k")["status"].tolist() == ["finished"] * 3
     assert final_metrics(done, "k") == final_metrics(store, "k")
-    ids_a, ids_b = (s.runs(group="k").set_index("name")["id"] for s in (store, done))
-    for name in ids_a.index:
-        wa = store.get_run(ids_a[name]).load_tensors("final")
-        wb = done.get_run(ids_b[name]).load_tensors("final")
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert_same_final_weights(store, done, "k")

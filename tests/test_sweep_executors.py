@@ -2,11 +2,9 @@
 dies leaves its run killed, a new worker takes the rest, and the rerun resumes it."""
 
 import os
-import signal
 import threading
-import time
 
-from test_sweep import TINY, final_metrics, tiny_sweep
+from test_sweep import TINY, final_metrics, kill_after_checkpoint, tiny_sweep
 
 from sgdlab.sweep import Executor, InProcess, WorkerProcesses, run_sweep
 from sgdlab.sweep.executors import run_task
@@ -51,22 +49,7 @@ def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, t
     sweep = tiny_sweep(product={"optim.lr": [0.01, 0.02]}, optim={"batch_size": 8},
                        train={**TINY["train"], "epochs": 4, "checkpoint_every": 100})
     killed = []
-
-    def kill_first_run_after_its_checkpoint():
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            for env in store.root.glob("runs/*lr-0.01*/environment.json"):
-                ckpts = list(env.parent.glob("checkpoints/step_*.pt"))
-                if ckpts:
-                    import json
-
-                    pid = json.loads(env.read_text())["sessions"][-1]["pid"]
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_first_run_after_its_checkpoint)
+    killer = threading.Thread(target=kill_after_checkpoint, args=(store, "*lr-0.01*", killed))
     killer.start()
     result = run_sweep(sweep, store, progress=False, executor=WorkerProcesses(1, threads=1))
     killer.join()
@@ -82,3 +65,45 @@ def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, t
     run_sweep(sweep, reference, progress=False)
     assert final_metrics(store, "s") == final_metrics(reference, "s")
 
+
+
+def test_runs_of_one_process_share_a_loaded_dataset(store):
+    from conftest import small_config
+
+    from sgdlab.data import DATA_CACHE
+    from sgdlab.train import train
+
+    DATA_CACHE.clear()
+    misses = DATA_CACHE.misses
+    first = train(small_config(**{"optim.lr": 0.05, "train.epochs": 1}), store)
+    second = train(small_config(**{"optim.lr": 0.1, "train.epochs": 1}), store)
+    assert DATA_CACHE.misses == misses + 1  # the second run found the first one's data
+    train(small_config(**{"seed": 1, "train.epochs": 1}), store)  # another seed: a subset
+    assert DATA_CACHE.misses == misses + 2
+    assert first.status == second.status == "finished"
+
+
+def test_eval_epochs_zero_evaluates_once_at_the_end_on_the_asked_splits(store):
+    from conftest import small_config
+
+    from sgdlab.train import train
+
+    run = train(small_config(**{"train.epochs": 3, "train.eval_epochs": 0,
+                                "train.eval_splits": ["test"]}), store)
+    m = store.metrics(runs=[run.id])
+    evaluated = m[m["name"].str.contains("/acc")]
+    assert set(evaluated["name"]) == {"test/acc"}
+    assert evaluated["step"].tolist() == [3 * (1437 // 64)]  # only the end
+    every_other = train(small_config(**{"train.epochs": 4, "train.eval_epochs": 2}), store)
+    m = store.metrics(runs=[every_other.id], names=["train/acc"])
+    assert m["step"].tolist() == [0, 2 * (1437 // 64), 4 * (1437 // 64)]
+
+
+def test_make_executor_names_every_executor():
+    from sgdlab.sweep import Ensemble, make_executor
+
+    assert isinstance(make_executor(None, workers=0), InProcess)
+    assert isinstance(make_executor(None, workers=2), WorkerProcesses)
+    assert isinstance(make_executor("ensemble"), Ensemble)
+    with __import__("pytest").raises(ValueError, match="executor must be one of"):
+        make_executor("threads")

@@ -35,7 +35,7 @@ from sgdlab.curvature.ggn import GGNOperator
 from sgdlab.curvature.hessian import HessianOperator
 from sgdlab.curvature.lanczos import lanczos
 from sgdlab.curvature.linop import DenseOperator, LinearOperator
-from sgdlab.curvature.model_function import ModelOperator
+from sgdlab.curvature.model_function import CurvatureMemoryWarning, ModelOperator
 from sgdlab.curvature.options import CurvatureOptions
 from sgdlab.curvature.power import power_iteration
 from sgdlab.curvature.registry import OPERATORS, curvature_operator, register_operator
@@ -45,6 +45,7 @@ from sgdlab.curvature.trace import hutchinson, hutchpp
 __all__ = [
     "OPERATORS",
     "CovarianceOperator",
+    "CurvatureMemoryWarning",
     "CurvatureOptions",
     "DenseOperator",
     "DensityResult",

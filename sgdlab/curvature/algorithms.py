@@ -6,8 +6,9 @@
     density(op)   the spectral density by stochastic Lanczos quadrature.
 
 They accept any :class:`~sgdlab.curvature.linop.LinearOperator` (a network's Hessian,
-GGN, gradient covariance, Fisher, a dense matrix, one's own) and pass the remaining
-keywords to the algorithm (:func:`~sgdlab.curvature.lanczos.lanczos`,
+GGN, gradient covariance, Fisher, a dense matrix, one's own), run with autocast off (and
+TF32 off on CUDA), and pass the remaining keywords to the algorithm
+(:func:`~sgdlab.curvature.lanczos.lanczos`,
 :func:`~sgdlab.curvature.power.power_iteration`, :func:`~sgdlab.curvature.trace.hutchpp`,
 :func:`~sgdlab.curvature.trace.hutchinson`, :func:`~sgdlab.curvature.density.slq`).
 """
@@ -21,7 +22,7 @@ import torch
 
 from sgdlab.curvature.density import slq
 from sgdlab.curvature.lanczos import lanczos
-from sgdlab.curvature.linop import LinearOperator
+from sgdlab.curvature.linop import LinearOperator, full_precision
 from sgdlab.curvature.power import power_iteration
 from sgdlab.curvature.results import DensityResult, EigResult, TraceResult
 from sgdlab.curvature.trace import hutchinson, hutchpp
@@ -35,11 +36,13 @@ def eigs(op: LinearOperator, k: int = 1, *, method: str = "lanczos", which: str 
     """Top-``k`` eigenpairs (``which`` = "LA", "SA" or "LM"; power iteration: "LM" only)."""
     if method not in EIG_METHODS:
         raise ValueError(f"method must be one of {tuple(EIG_METHODS)}, got {method!r}")
-    if method == "power":
-        if which != "LM":
-            raise ValueError("method='power' finds largest-magnitude eigenvalues: use which='LM'")
-        return power_iteration(op, k, **kwargs)
-    return lanczos(op, k, which=which, **kwargs)
+    with full_precision(op.device):
+        if method == "power":
+            if which != "LM":
+                raise ValueError(
+                    "method='power' finds largest-magnitude eigenvalues: use which='LM'")
+            return power_iteration(op, k, **kwargs)
+        return lanczos(op, k, which=which, **kwargs)
 
 
 def trace(op: LinearOperator, *, method: str = "auto", **kwargs: Any) -> TraceResult:
@@ -61,9 +64,11 @@ def trace(op: LinearOperator, *, method: str = "auto", **kwargs: Any) -> TraceRe
             raise ValueError(f"method='exact': {type(op).__name__} has no exact trace here "
                              "(per-example gradients are not defined in train mode)")
         method = "hutch++"
-    return TRACE_METHODS[method](op, **kwargs)
+    with full_precision(op.device):
+        return TRACE_METHODS[method](op, **kwargs)
 
 
 def density(op: LinearOperator, **kwargs: Any) -> DensityResult:
     """Spectral density by SLQ (:func:`~sgdlab.curvature.density.slq`)."""
-    return slq(op, **kwargs)
+    with full_precision(op.device):
+        return slq(op, **kwargs)

@@ -5,12 +5,15 @@ algorithm, time both.
     tr = hessian_trace(model, loss_fn, batches, rtol=1e-2, chunk_size=256)
     dens = covariance_density(model, loss_fn, (x, y), options=CurvatureOptions(train=True))
 
-Each takes ``(model, loss_fn, data)``, where ``loss_fn(model(x), y)`` is the MEAN loss of a
-batch and ``data`` one ``(x, y)`` pair or an iterable of pairs (weighted by their sizes),
-then keywords of two kinds, told apart by name:
+Each takes ``(model, loss_fn, data)``, where ``loss_fn(model(x), y)`` is the mean loss of a
+batch (or its sum: ``reduction="sum"``, read from ``loss_fn.reduction`` where it exists)
+and ``data`` one ``(x, y)`` pair, an iterable of pairs (weighted by their sizes) or a
+dataset of examples; batches of other structures take ``forward=`` and ``loss=`` (then
+``loss_fn`` is None). Then keywords of two kinds, told apart by name:
 
 - operator options: the fields of :class:`~sgdlab.curvature.CurvatureOptions` (params,
-  train, backend, chunk_size, dtype, memory_budget, batched, seed), or ``options=``;
+  train, backend, chunk_size, dtype, memory_budget, batched, seed, reduction, forward,
+  loss), or ``options=``;
 - algorithm keywords, passed to :func:`~sgdlab.curvature.eigs` (which, tol,
   max_products, init, method, block_size, max_basis, generator, return_vectors),
   :func:`~sgdlab.curvature.trace` (rtol, max_products, method, sketch_size, min_samples,
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 from sgdlab.curvature.algorithms import density, eigs, trace
+from sgdlab.curvature.linop import full_precision
 from sgdlab.curvature.model_function import Data, LossFn
 from sgdlab.curvature.options import CurvatureOptions, split_options
 from sgdlab.curvature.registry import curvature_operator
@@ -48,8 +52,10 @@ def _model_level(algorithm: Callable, matrix: str, model: nn.Module, loss_fn: Lo
         if seed is not None:
             fields["seed"] = seed
     t0 = time.perf_counter()
-    op = curvature_operator(model, loss_fn, data, matrix, options, **fields)
-    res = algorithm(op, **fixed, **algo)
+    device = next(model.parameters(), torch.empty(0)).device
+    with full_precision(device):  # building the operator too
+        op = curvature_operator(model, loss_fn, data, matrix, options, **fields)
+        res = algorithm(op, **fixed, **algo)
     if op.device.type == "cuda":
         torch.cuda.synchronize(op.device)
     res.seconds = time.perf_counter() - t0

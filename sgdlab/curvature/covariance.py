@@ -1,9 +1,12 @@
 """The gradient covariance (gradient noise) as a linear operator.
 
-    K = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ = (1/N) Gᵀ G − ḡ ḡᵀ,
+    K = c Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ = c (Gᵀ G − N ḡ ḡᵀ),
 
 with g_i = ∇_θ ℓ_i(θ) the gradient of example i's loss ℓ_i = loss_fn(f(θ; x_i)[None], y_i[None]),
-G the (N, P) matrix of the g_i and ḡ their mean (the gradient of the mean loss).
+G the (N, P) matrix of the g_i, ḡ their mean, and c the loss's scale, L = c Σ_i ℓ_i: 1/N
+for a mean loss (K is then the covariance of the per-example gradients, and ḡ the
+gradient of L), 1 for a sum (K = N × that covariance, as the Hessian and GGN of a sum
+are N × those of the mean).
 
 Two routes to K v, chosen by ``backend`` (the old keyword ``route`` still works):
 
@@ -12,7 +15,7 @@ Two routes to K v, chosen by ``backend`` (the old keyword ``route`` still works)
                    matrix products and no pass over the data.
 ``"matrix_free"``  per chunk, the vector of per-example losses ℓ(θ) ∈ R^n has Jacobian G_c:
                    G_c v is one jvp and G_cᵀ u one vjp, so
-                   K v = (1/N) Σ_c G_cᵀ (G_c v) − ḡ (ḡᵀ v).
+                   K v = c (Σ_c G_cᵀ (G_c v) − N ḡ (ḡᵀ v)).
                    Memory of one chunk; valid in train mode too, where BatchNorm couples
                    the examples of a chunk (ℓ_i is then computed within its chunk).
 ``"auto"``         materialize when N · P fits a quarter of the budget and the model is in
@@ -27,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
+from sgdlab.curvature import batches as B
 from sgdlab.curvature.flat import flatten
 from sgdlab.curvature.model_function import Data, LossFn, ModelOperator
 from sgdlab.curvature.options import CurvatureOptions
@@ -73,23 +77,24 @@ class CovarianceOperator(ModelOperator):
     def _chunk_gradients(self, i: int) -> Tensor:
         """(n_i, P): per-example gradients of chunk i by vmap(grad) (eval mode)."""
         fn = self.fn
-        x, y = fn.batch(i)
+        batch = fn.batch(i)
+        dims = B.example_dims(batch)
 
-        def loss_one(p: tuple[Tensor, ...], xi: Tensor, yi: Tensor) -> Tensor:
-            return fn.loss_fn(fn.outputs(p, xi.unsqueeze(0)), yi.unsqueeze(0))
+        def loss_one(p: tuple[Tensor, ...], example) -> Tensor:
+            return fn.example_loss(p, B.as_one_example(example, dims))
 
         with fn.mode():
-            g = vmap(grad(loss_one), in_dims=(None, 0, 0))(fn.primals, x, y)
-        return torch.cat([t.reshape(len(y), -1) for t in g], dim=1)
+            g = vmap(grad(loss_one), in_dims=(None, dims))(fn.primals, batch)
+        return torch.cat([t.reshape(fn.sizes[i], -1) for t in g], dim=1)
 
     def _losses(self, i: int):
         fn = self.fn
-        x, y = fn.batch(i)
+        batch = fn.batch(i)
 
         def losses(p: tuple[Tensor, ...]) -> Tensor:
             with fn.rng(i):
-                out = fn.outputs(p, x)
-            return fn.per_sample_losses(out, y)
+                out = fn.outputs(p, batch)
+            return fn.per_sample_losses(out, batch)
 
         return losses
 
@@ -108,7 +113,7 @@ class CovarianceOperator(ModelOperator):
     def _matmat(self, V: Tensor) -> Tensor:
         fn = self.fn
         if self.centered is not None:
-            return (V @ self.centered.T) @ self.centered / fn.num_examples
+            return fn.scaled((V @ self.centered.T) @ self.centered)
         m = V.shape[0]
         vs = fn.unflatten(V)
         out = torch.zeros_like(V)
@@ -126,13 +131,19 @@ class CovarianceOperator(ModelOperator):
                 else:
                     out += torch.stack([k_v(tuple(v[r] for v in vs)) for r in range(m)])
         g = self.mean_gradient
-        return out / fn.num_examples - (V @ g)[:, None] * g[None]
+        return fn.scaled(out) - self.mean_weight * (V @ g)[:, None] * g[None]
+
+    @property
+    def mean_weight(self) -> float:
+        """c N: the weight of ḡ ḡᵀ in c Σ_i g_i g_iᵀ = K + c N ḡ ḡᵀ (1 for a mean loss)."""
+        return 1.0 if self.fn.reduction == "mean" else float(self.fn.num_examples)
 
     def exact_trace(self) -> float | None:
-        """Tr K = (1/N) Σ_i ‖g_i‖² − ‖ḡ‖², from per-example gradients (None in train mode)."""
+        """Tr K = c (Σ_i ‖g_i‖² − N ‖ḡ‖²), from per-example gradients (None in train mode)."""
+        fn = self.fn
         if self.centered is not None:
-            return float(self.centered.pow(2).sum() / self.fn.num_examples)
-        if self.fn.train:
+            return float(fn.scaled(self.centered.pow(2).sum()))
+        if fn.train:
             return None
-        sq = sum(float(self._chunk_gradients(i).pow(2).sum()) for i in range(len(self.fn.batches)))
-        return sq / self.fn.num_examples - float(self.mean_gradient @ self.mean_gradient)
+        sq = sum(float(self._chunk_gradients(i).pow(2).sum()) for i in range(len(fn.batches)))
+        return fn.scaled(sq) - self.mean_weight * float(self.mean_gradient @ self.mean_gradient)

@@ -1,6 +1,7 @@
-"""The Hessian of the mean loss as a linear operator, with three HVP backends.
+"""The Hessian of the loss as a linear operator, with three HVP backends.
 
-H = ∇²L(θ),  L(θ) = (1/N) Σ_b n_b · loss_b(θ)  (see :class:`ModelFunction`).
+H = ∇²L(θ),  L(θ) = Σ_b w_b · loss_b(θ), w_b = n_b/N (mean) or 1 (sum)
+(see :class:`ModelFunction`).
 
 Backends for H v:
 
@@ -13,7 +14,8 @@ Backends for H v:
 ``"func"``       per chunk, forward-over-reverse with ``torch.func``:
                  H v = jvp(grad(L), θ, v); memory of one chunk, no retained graph.
 ``"auto"``       ``"graph"`` when the measured graph size for all the data fits the memory
-                 budget, otherwise ``"recompute"`` on chunks sized to fit.
+                 budget, otherwise ``"recompute"`` on chunks sized to fit (eval mode; in
+                 train mode on the batches as given, with a warning if one is too big).
 
 A block V (m, P) is multiplied either vector by vector or, with ``batched=True``, in one
 vmapped backward (``is_grads_batched``) / one ``vmap`` of the jvp; batching is the default
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
+from sgdlab.curvature import batches as B
 from sgdlab.curvature.flat import flatten
 from sgdlab.curvature.model_function import Data, LossFn, ModelOperator
 from sgdlab.curvature.options import CurvatureOptions
@@ -38,35 +41,35 @@ BACKENDS = ("auto", "graph", "recompute", "func")
 def _second_backward(
     grads: list[Tensor], leaves: tuple[Tensor, ...], vs: list[Tensor], retain: bool, batched: bool
 ) -> Tensor:
-    """Σ_j ∇_θ (g_j · v_j) for rows of a block: returns (m, P)."""
+    """Σ_j ∇_θ (g_j · v_j) for rows of a block: returns (m, P), written in place (no
+    concatenation copies: at small batches a product costs little more than a few
+    passes over P numbers)."""
     m = vs[0].shape[0]
-    shapes = [p.shape for p in leaves]
+    sizes = [p.numel() for p in leaves]
+    out = leaves[0].new_empty(m, sum(sizes))
     if not grads:
-        return torch.zeros(
-            m, sum(s.numel() for s in shapes), dtype=leaves[0].dtype, device=leaves[0].device
-        )
+        return out.zero_()
+    parts = out.split(sizes, dim=1)
 
-    def fill(hv: tuple[Tensor | None, ...], lead: tuple[int, ...]) -> Tensor:
-        parts = [
-            (
-                h if h is not None else torch.zeros(*lead, *s, dtype=p.dtype, device=p.device)
-            ).reshape(*lead, -1)
-            for h, s, p in zip(hv, shapes, leaves)
-        ]
-        return torch.cat(parts, dim=-1)
+    def fill(hv: tuple[Tensor | None, ...], row: int | slice) -> None:
+        for h, part in zip(hv, parts):
+            if h is None:
+                part[row].zero_()
+            else:
+                part[row].copy_(h.reshape(part[row].shape))
 
     if batched and m > 1:
         hv = torch.autograd.grad(
             grads, leaves, vs, retain_graph=retain, allow_unused=True, is_grads_batched=True
         )
-        return fill(hv, (m,))
-    rows = []
+        fill(hv, slice(None))
+        return out
     for r in range(m):
         hv = torch.autograd.grad(
             grads, leaves, [v[r] for v in vs], retain_graph=retain or r < m - 1, allow_unused=True
         )
-        rows.append(fill(hv, ()))
-    return torch.stack(rows)
+        fill(hv, r)
+    return out
 
 
 def _sum_grads(
@@ -81,8 +84,11 @@ class HessianOperator(ModelOperator):
     """H = ∇²L(θ) of the mean loss over ``data``, as a symmetric operator on R^P.
 
     Args:
-        model, loss_fn, data: ``loss_fn(model(x), y)`` is the MEAN loss of a batch; ``data``
-            is ``(x, y)`` or an iterable of such batches (weighted by their sizes).
+        model, loss_fn, data: ``loss_fn(model(x), y)`` is the loss of a batch (a mean over
+            its examples, or a sum with ``reduction="sum"``); ``data`` is ``(x, y)``, an
+            iterable of such batches (weighted by their sizes) or a dataset of examples;
+            ``forward=`` and ``loss=`` take batches of any structure
+            (:class:`~sgdlab.curvature.CurvatureOptions`).
         options / fields: a :class:`~sgdlab.curvature.CurvatureOptions` and/or its fields
             as keywords (params, train, chunk_size, dtype, memory_budget, batched, seed);
             ``backend`` is ``"auto"``, ``"graph"``, ``"recompute"`` or ``"func"`` (module
@@ -109,10 +115,7 @@ class HessianOperator(ModelOperator):
         per_example = 2.0 * self.fn.graph_bytes_per_example()  # measured peak: ~1.8x
         if per_example * self.fn.num_examples <= self.fn.memory_budget:
             return "graph"
-        if self.options.chunk_size is None:
-            chunk = max(1, int(self.fn.memory_budget / (4 * per_example)))
-            if max(self.fn.sizes) > chunk:
-                self.fn.rechunk(chunk)
+        self.fit_chunks(per_example, 0.25, "its graph")
         return "recompute"
 
     def _build_graph(self) -> None:
@@ -169,16 +172,16 @@ class HessianOperator(ModelOperator):
         out = None
         with fn.mode():
             for i in range(len(fn.batches)):
-                gfun = grad(lambda p, y, i=i: fn.chunk_loss(p, i, y))
-                y = fn.batch(i)[1]
-                # Floating targets enter the jvp with an explicit zero tangent: works around
-                # pytorch#123996 (mse_loss under jvp(grad) fails on a ZeroTensor tangent).
-                y_t = torch.zeros_like(y) if y.is_floating_point() else None
+                # The batch's floating tensors enter the jvp as inputs with explicit zero
+                # tangents: works around pytorch#123996 (mse_loss under jvp(grad) fails on
+                # a ZeroTensor tangent of a closed-over target).
+                floats, rebuild = B.floating(fn.batch(i))
+                zeros = [torch.zeros_like(t) for t in floats]
+                gfun = grad(lambda p, f, i=i, rebuild=rebuild: fn.chunk_loss(p, i, rebuild(f)))
 
-                def hvp(t: tuple[Tensor, ...], gfun=gfun, y=y, y_t=y_t) -> tuple[Tensor, ...]:
-                    if y_t is None:
-                        return jvp(lambda p: gfun(p, y), (fn.primals,), (t,))[1]
-                    return jvp(gfun, (fn.primals, y), (t, y_t))[1]
+                def hvp(t: tuple[Tensor, ...], gfun=gfun, floats=floats,
+                        zeros=zeros) -> tuple[Tensor, ...]:
+                    return jvp(gfun, (fn.primals, floats), (t, zeros))[1]
 
                 if self.batched and m > 1:  # "same": one dropout mask, as unbatched
                     hvs = vmap(hvp, randomness="same")(tuple(vs))

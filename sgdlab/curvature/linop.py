@@ -41,6 +41,14 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
             f.allow_tf32 = flag
 
 
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Autocast off (a caller's ``torch.autocast`` would run products and the algorithms'
+    algebra in bfloat16/float16) and, on CUDA, TF32 off (:func:`ieee_float32`)."""
+    with torch.autocast(torch.device(device).type, enabled=False), ieee_float32(device):
+        yield
+
+
 class LinearOperator:
     """Base class: subclasses implement ``_matmat(V)`` for V of shape (m, P)."""
 
@@ -63,7 +71,7 @@ class LinearOperator:
             raise ValueError(f"matmat expects a (m, {self.dim}) block, got {tuple(V.shape)}")
         V = V.to(device=self.device, dtype=self.dtype)
         self.products += V.shape[0]
-        with ieee_float32(self.device):
+        with full_precision(self.device):
             return self._matmat(V)
 
     def matvec(self, v: Tensor) -> Tensor:

@@ -1,13 +1,16 @@
-"""The mean loss of a model over a dataset as a pure function of selected parameters.
+"""The loss of a model over a dataset as a pure function of selected parameters.
 
-``ModelFunction`` is the shared plumbing of the Hessian, GGN and gradient-covariance
-operators. It defines
+``ModelFunction`` is the shared plumbing of the Hessian, GGN, gradient-covariance and
+Fisher operators. Over the batches b of the data (:mod:`sgdlab.curvature.batches`), each
+with n_b examples and the loss ``loss_b(θ) = loss(forward(model_θ, b), b)``, it defines
 
-    L(θ) = (1/N) Σ_b n_b · loss_fn(f(θ; x_b), y_b),        N = Σ_b n_b,
+    L(θ) = Σ_b w_b · loss_b(θ),    w_b = n_b / N  ("mean": loss_b is a mean over b),
+                                   w_b = 1        ("sum":  loss_b is a sum over b),
 
-over the batches b of the data (one ``(x, y)`` pair, or an iterable of pairs, each
-optionally split into chunks of ``chunk_size`` examples), so chunked data gives the same
-function as one big batch when ``loss_fn`` returns the mean over its batch.
+N = Σ_b n_b, so that L is the mean (or the sum) of the per-example losses over all the
+data, whatever the batches: unequal batches, or batches split into chunks, give the same
+function in eval mode. In train mode a batch is the unit of the function (BatchNorm
+normalizes with the batch's statistics): the operators never split one themselves.
 
 The model itself is never modified: the forward pass runs through
 ``torch.func.functional_call`` with detached copies of the selected parameters (the
@@ -17,27 +20,42 @@ tracking running statistics during the call (their outputs are unchanged: train-
 BatchNorm normalizes with batch statistics), and randomness in the forward pass (dropout)
 is drawn inside ``torch.random.fork_rng`` from a seed fixed per chunk, so the global RNG
 is left as it was and the operator is a deterministic function.
+
+During products, :meth:`ModelFunction.mode` also selects PyTorch's math kernel for
+``scaled_dot_product_attention`` (its fused kernels have no double backward and no
+forward-mode derivative), turns autocast off, and, on CUDA, TF32. Products run in the
+parameters' dtype, except for float16 and bfloat16 parameters (or a model run under
+autocast), where they run in float32; ``dtype=torch.float64`` gives float64.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from sgdlab.curvature import batches as B
+from sgdlab.curvature.calling import (
+    ForwardModule,
+    differentiable_kernels,
+    model_mode,
+    select_parameters,
+)
 from sgdlab.curvature.flat import flatten, unflatten
-from sgdlab.curvature.linop import LinearOperator, ieee_float32
-from sgdlab.curvature.options import CurvatureOptions, ParamSpec
+from sgdlab.curvature.linop import LinearOperator, full_precision
+from sgdlab.curvature.options import CurvatureOptions, resolve_reduction
 
-Batch = tuple[Tensor, Tensor]
-Data = Batch | Iterable[Batch]
+Batch = Any  # (x, y) by default; any structure with forward= and loss=
+Data = Any  # a batch, an iterable of batches, or a dataset of examples
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -61,107 +79,29 @@ def default_memory_budget(device: torch.device) -> int:
         return 4 << 30
 
 
-def select_parameters(model: nn.Module, params: ParamSpec) -> list[str]:
-    """Names of the parameters the operator differentiates, in ``named_parameters`` order.
-
-    ``params`` is None (every parameter with ``requires_grad``), a list of parameter
-    tensors of the model, a list of names, or a predicate on names.
-    """
-    named = list(model.named_parameters())
-    if params is None:
-        names = [n for n, p in named if p.requires_grad]
-    elif callable(params):
-        names = [n for n, _ in named if params(n)]
-    else:
-        params = list(params)
-        if all(isinstance(p, str) for p in params):
-            known = {n for n, _ in named}
-            unknown = [p for p in params if p not in known]
-            if unknown:
-                raise ValueError(f"params: no parameter named {unknown[0]!r} in the model")
-            wanted = set(params)
-        elif all(isinstance(p, Tensor) for p in params):
-            ids = {id(p) for p in params}
-            wanted = {n for n, p in named if id(p) in ids}
-            if len(wanted) != len(ids):
-                raise ValueError("params: some tensors are not parameters of the model")
-        else:
-            raise ValueError(
-                "params must be None, a list of parameters, a list of names or a predicate"
-            )
-        names = [n for n, _ in named if n in wanted]
-    if not names:
-        raise ValueError("params: the selection contains no parameter")
-    return names
-
-
-def _as_batches(data: Data, chunk_size: int | None) -> list[Batch]:
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, Tensor) for t in data)
-    ):
-        batches = [(data[0], data[1])]
-    else:
-        try:
-            batches = [tuple(b) for b in data]  # type: ignore[union-attr]
-        except TypeError as err:
-            raise ValueError(
-                "data must be a pair (x, y) of tensors or an iterable of such pairs"
-            ) from err
-        if not batches or any(len(b) != 2 for b in batches):
-            raise ValueError(
-                "data must be a pair (x, y) of tensors or a non-empty iterable of such pairs"
-            )
-    if chunk_size is not None:
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-        batches = [
-            (xs, ys)
-            for x, y in batches
-            for xs, ys in zip(x.split(int(chunk_size)), y.split(int(chunk_size)))
-        ]
-    for x, y in batches:
-        if len(x) != len(y):
-            raise ValueError(f"data: a batch has {len(x)} inputs but {len(y)} targets")
-    return batches
-
-
-@contextlib.contextmanager
-def model_mode(model: nn.Module, train: bool) -> Iterator[None]:
-    """Set train/eval for the duration of a block, then restore every submodule's flag."""
-    saved = [(m, m.training) for m in model.modules()]
-    untracked = []
-    try:
-        model.train(train)
-        if train:
-            for m in model.modules():
-                if isinstance(m, _BatchNorm) and m.track_running_stats:
-                    m.track_running_stats = False
-                    untracked.append(m)
-        yield
-    finally:
-        for m in untracked:
-            m.track_running_stats = True
-        for m, flag in saved:
-            m.training = flag
-
-
 class ModelFunction:
-    """Functional view of (model, loss_fn, data) under ``options``; see the module docstring."""
+    """Functional view of (model, loss, data) under ``options``; see the module docstring."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+    def __init__(self, model: nn.Module, loss_fn: LossFn | None, data: Data,
                  options: CurvatureOptions | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         opts = options or CurvatureOptions()
+        if opts.loss is None and not callable(loss_fn):
+            raise ValueError("loss_fn must be a callable loss_fn(output, target), or pass "
+                             "loss=(output, batch) -> loss")
+        if opts.loss is not None and loss_fn is not None:
+            raise ValueError("pass loss_fn or loss=, not both")
         self.model, self.loss_fn = model, loss_fn
+        self.custom = opts.forward is not None or opts.loss is not None
+        self.reduction = resolve_reduction(opts, opts.loss or loss_fn)
         self.train, self.seed = bool(opts.train), int(opts.seed)
         self.names = select_parameters(model, opts.params)
         named = dict(model.named_parameters())
         first = named[self.names[0]]
         self.device = first.device
-        self.dtype = opts.dtype or first.dtype
+        default = torch.float32 if first.dtype in LOW_PRECISION else first.dtype
+        self.dtype = opts.dtype or default
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating type, got {self.dtype}")
         self.primals = tuple(named[n].detach().to(self.dtype).clone() for n in self.names)
@@ -170,25 +110,37 @@ class ModelFunction:
         selected = set(self.names)
         self.frozen = {n: self._cast(p.detach()) for n, p in named.items() if n not in selected}
         self.frozen.update({n: self._cast(b.detach()).clone() for n, b in model.named_buffers()})
+        self._module: nn.Module = model
+        self._prefix = ""
+        if opts.forward is not None:
+            self._module, self._prefix = ForwardModule(model, opts.forward), "model."
+            self.frozen = {self._prefix + n: t for n, t in self.frozen.items()}
+        self._loss = opts.loss or (lambda out, batch: loss_fn(out, batch[1]))
+        self._names = [self._prefix + n for n in self.names]
         self.memory_budget = int(opts.memory_budget or default_memory_budget(self.device))
         self._graph_bytes: float | None = None
-        self.set_batches(_as_batches(data, opts.chunk_size))
+        batches = B.as_batches(data)
+        if not self.custom:
+            for b in batches:
+                B.check_pair(b)
+        if opts.chunk_size is not None:
+            batches = [c for b in batches for c in B.split(b, int(opts.chunk_size))]
+        self.set_batches(batches)
 
     # ----------------------------------------------------------------- data
     def set_batches(self, batches: list[Batch]) -> None:
         self.batches = batches
-        self.sizes = [len(y) for _, y in batches]
+        self.sizes = [B.batch_size(b) for b in batches]
         self.num_examples = sum(self.sizes)
         if self.num_examples == 0:
             raise ValueError("data contains no example")
-        nbytes = sum(
-            x.numel() * x.element_size() + y.numel() * y.element_size() for x, y in batches
-        )
+        nbytes = sum(B.nbytes(b) for b in batches)
         self._cache: dict[int, Batch] | None = {} if nbytes <= self.memory_budget // 8 else None
 
     def rechunk(self, chunk_size: int) -> None:
-        """Split every batch into chunks of at most ``chunk_size`` examples."""
-        self.set_batches(_as_batches(self.batches, chunk_size))
+        """Split every batch into chunks of at most ``chunk_size`` examples (eval mode:
+        the same function; never done by the operators in train mode)."""
+        self.set_batches([c for b in self.batches for c in B.split(b, int(chunk_size))])
 
     def _cast(self, t: Tensor) -> Tensor:
         if t.is_floating_point():
@@ -199,21 +151,31 @@ class ModelFunction:
         """Chunk i on the parameters' device, floating tensors in the working dtype."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        x, y = self.batches[i]
-        out = (self._cast(x), self._cast(y))
+        out = B.map_tensors(self._cast, self.batches[i])
         if self._cache is not None:
             self._cache[i] = out
         return out
 
     def weight(self, i: int) -> float:
-        """n_i / N: the weight of chunk i's mean loss in the mean over the data."""
-        return self.sizes[i] / self.num_examples
+        """w_i: n_i / N for a mean loss, 1 for a sum (module docstring)."""
+        return self.sizes[i] / self.num_examples if self.reduction == "mean" else 1.0
+
+    @property
+    def scale(self) -> float:
+        """c in L = c Σ_j ℓ_j over the per-example losses ℓ_j: 1/N (mean) or 1 (sum)."""
+        return 1.0 / self.num_examples if self.reduction == "mean" else 1.0
+
+    def scaled(self, value: Any) -> Any:
+        """c · value (a division by N for a mean loss, as the code before sums had it)."""
+        return value / self.num_examples if self.reduction == "mean" else value
 
     # ------------------------------------------------------------ functions
     @contextlib.contextmanager
     def mode(self) -> Iterator[None]:
-        """The model in the operator's train/eval mode, TF32 off on CUDA."""
-        with model_mode(self.model, self.train), ieee_float32(self.device):
+        """The model in the operator's train/eval mode, with differentiable kernels
+        (:func:`differentiable_kernels`), autocast off and TF32 off on CUDA."""
+        with model_mode(self.model, self.train), full_precision(self.device), \
+                differentiable_kernels():
             yield
 
     @contextlib.contextmanager
@@ -237,30 +199,45 @@ class ModelFunction:
                 torch.cuda.default_generators[index].manual_seed(s)
             yield
 
-    def outputs(self, params: Sequence[Tensor], x: Tensor) -> Tensor:
-        """f(θ; x) with θ the selected parameters (other parameters and buffers frozen)."""
+    def outputs(self, params: Sequence[Tensor], batch: Batch) -> Any:
+        """forward(model_θ, batch) with θ the selected parameters (other parameters and
+        buffers frozen); by default model_θ(batch[0])."""
         mapping: dict[str, Any] = dict(self.frozen)
-        mapping.update(zip(self.names, params))
-        return functional_call(self.model, mapping, (x,))
+        mapping.update(zip(self._names, params))
+        args = (batch,) if self._prefix else (batch[0],)
+        return functional_call(self._module, mapping, args)
 
-    def chunk_loss(self, params: Sequence[Tensor], i: int, y: Tensor | None = None) -> Tensor:
-        """(n_i / N) · loss_fn(f(θ; x_i), y_i); summing over i gives the mean loss L(θ).
+    def loss(self, out: Any, batch: Batch) -> Tensor:
+        """The loss of a batch from its outputs: loss(out, batch), by default
+        loss_fn(out, batch[1])."""
+        return self._loss(out, batch)
 
-        ``y`` overrides the stored targets (to pass them through a torch.func transform).
+    def chunk_loss(self, params: Sequence[Tensor], i: int, batch: Batch | None = None) -> Tensor:
+        """w_i · loss_i(θ); summing over i gives L(θ).
+
+        ``batch`` overrides the stored chunk (to pass its tensors through a torch.func
+        transform).
         """
-        x, y0 = self.batch(i)
-        y = y0 if y is None else y
+        batch = self.batch(i) if batch is None else batch
         with self.rng(i):
-            out = self.outputs(params, x)
-        return self.loss_fn(out, y) * self.weight(i)
+            out = self.outputs(params, batch)
+        return self.loss(out, batch) * self.weight(i)
 
-    def per_sample_losses(self, out: Tensor, y: Tensor) -> Tensor:
-        """ℓ_j = loss_fn(out_j[None], y_j[None]) for every example j of a chunk.
+    def per_sample_losses(self, out: Any, batch: Batch) -> Tensor:
+        """ℓ_j = loss(out_j, batch_j) on one example's slices (batch dimension 1) for every
+        example j of a chunk; L = c Σ_j ℓ_j (exactly so for cross-entropy and MSE,
+        mean or sum). ``loss`` must be vmappable."""
+        dims = B.example_dims(batch)
 
-        For a mean loss, mean_j ℓ_j = loss_fn(out, y) (exactly so for cross-entropy and
-        MSE with mean reduction); ``loss_fn`` must be vmappable.
-        """
-        return vmap(lambda o, t: self.loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
+        def one(o: Any, b: Batch) -> Tensor:
+            return self.loss(B.map_tensors(lambda t: t.unsqueeze(0), o),
+                             B.as_one_example(b, dims))
+
+        return vmap(one, in_dims=(0, dims))(out, batch)
+
+    def example_loss(self, params: Sequence[Tensor], batch: Batch) -> Tensor:
+        """ℓ(θ) of a one-example batch (batch dimension 1)."""
+        return self.loss(self.outputs(params, batch), batch)
 
     def leaves(self) -> tuple[Tensor, ...]:
         return tuple(p.detach().requires_grad_() for p in self.primals)
@@ -284,18 +261,19 @@ class ModelFunction:
         return total
 
     # --------------------------------------------------------------- memory
-    def graph_bytes_per_example(self, probe: int = 64) -> float:
+    def graph_bytes_per_example(self, probe: int = 16) -> float:
         """Bytes per example of the graph kept by a create_graph gradient (measured once, on
-        a probe of ``probe`` examples).
+        a probe of ``probe`` examples: saved activations grow with the batch, so 16 measure
+        them as well as 64 did, at a quarter of the cost, which at 256 examples was a
+        quarter of building the graph).
 
         On CUDA: growth of allocated memory; elsewhere: sizes of the tensors autograd saves
         (``saved_tensors_hooks``), parameters excluded (callers add a factor for temporaries).
         """
         if self._graph_bytes is not None:
             return self._graph_bytes
-        x, y = self.batch(0)
-        n = min(probe, len(y))
-        x, y = x[:n], y[:n]
+        batch = B.head(self.batch(0), min(probe, self.sizes[0]))
+        n = B.batch_size(batch)
         leaves = self.leaves()
         skip = {t.data_ptr() for t in (*self.primals, *self.frozen.values(), *leaves)}
         seen: set[tuple[int, int]] = set()
@@ -316,7 +294,7 @@ class ModelFunction:
         cuda = self.device.type == "cuda"
         start = torch.cuda.memory_allocated(self.device) if cuda else 0
         with self.mode(), self.rng(0), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = self.loss_fn(self.outputs(leaves, x), y)
+            loss = self.loss(self.outputs(leaves, batch), batch)
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             if cuda:  # growth minus the gradient itself (P numbers, not per example)
                 grad_bytes = sum(g.numel() * g.element_size() for g in grads if g is not None)
@@ -344,7 +322,7 @@ class ModelOperator(LinearOperator):
 
     BACKENDS: tuple[str, ...] = ("auto",)
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Data,
+    def __init__(self, model: nn.Module, loss_fn: LossFn | None, data: Data,
                  options: CurvatureOptions | None = None, **fields: Any):
         opts = CurvatureOptions.build(options, **fields)
         if opts.backend not in self.BACKENDS:
@@ -364,13 +342,33 @@ class ModelOperator(LinearOperator):
         """Tr A computed exactly without products, where the operator can (else None)."""
         return None
 
-    def fit_forward_mode_chunks(self) -> None:
-        """Unless the caller chose ``chunk_size``, rechunk so that a forward-mode pass (it
-        keeps primal and tangent activations: about twice a graph) fits a quarter of the
-        memory budget."""
+    def fit_chunks(self, per_example: float, share: float, what: str) -> None:
+        """Unless the caller chose ``chunk_size``, split batches so that ``per_example``
+        bytes times a chunk's examples fit ``share`` of the memory budget. Eval mode only:
+        in train mode a batch is the unit of the function (BatchNorm statistics), never
+        split; a batch over the budget is said in one warning and kept whole."""
         fn = self.fn
-        if self.options.chunk_size is None:
-            per_example = 2 * fn.graph_bytes_per_example()
-            chunk = max(1, int(fn.memory_budget / (4 * per_example)))
-            if max(fn.sizes) > chunk:
-                fn.rechunk(chunk)
+        if self.options.chunk_size is not None:
+            return
+        chunk = max(1, int(share * fn.memory_budget / per_example))
+        largest = max(fn.sizes)
+        if largest <= chunk:
+            return
+        if not fn.train:
+            fn.rechunk(chunk)
+            return
+        warnings.warn(
+            f"train=True: a batch of {largest} examples needs about "
+            f"{per_example * largest / 2**20:.3g} MB for {what}, over {share:g} of "
+            f"memory_budget ({fn.memory_budget / 2**20:.3g} MB), and train-mode batches are "
+            "not split (their BatchNorm statistics would change): raise memory_budget or pass "
+            "smaller batches", CurvatureMemoryWarning, stacklevel=4)
+
+    def fit_forward_mode_chunks(self) -> None:
+        """:meth:`fit_chunks` for a forward-mode pass (it keeps primal and tangent
+        activations: about twice a graph) in a quarter of the memory budget."""
+        self.fit_chunks(2 * self.fn.graph_bytes_per_example(), 0.25, "forward-mode products")
+
+
+class CurvatureMemoryWarning(UserWarning):
+    """A train-mode batch larger than the memory budget allows (it is not split)."""

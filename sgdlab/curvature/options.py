@@ -19,7 +19,23 @@ Fields:
     dtype          working dtype (default: the parameters'; float64 for references);
     memory_budget  bytes for graphs and bases (default: half the free memory);
     batched        multiply blocks of vectors in one vmapped pass (default: on CUDA);
-    seed           the forward pass's randomness in train mode (the global RNG is untouched).
+    seed           the forward pass's randomness in train mode (the global RNG is untouched);
+    reduction      "mean" (the loss of a batch is the mean over its examples; the default)
+                   or "sum"; default: ``loss_fn.reduction`` where it exists (e.g.
+                   ``nn.CrossEntropyLoss(reduction="sum")``), else "mean". A value that
+                   contradicts ``loss_fn.reduction`` is refused;
+    forward        ``forward(model, batch) -> output``: how the model is called on a batch
+                   (default ``model(batch[0])``; e.g. ``lambda m, b: m(**b).logits`` for
+                   dict batches as Hugging Face models take);
+    loss           ``loss(output, batch) -> scalar``: the batch's loss (default
+                   ``loss_fn(output, batch[1])``); with it, ``loss_fn`` may be None.
+
+Batches of any structure (tuples, dicts, nested) work with ``forward`` and ``loss``: the
+examples of a batch are the leading dimension of its tensors (a batch is split into chunks
+by slicing every tensor whose leading dimension is the batch's size; other entries are
+passed whole). The Gauss–Newton matrix needs ``forward`` to return a tensor (the loss is
+differentiated twice with respect to it), the covariance and Fisher need ``loss`` to
+apply to one example's slice of the output and the batch.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ import torch
 from torch import Tensor
 
 ParamSpec = None | Sequence[Tensor] | Sequence[str] | Callable[[str], bool]
+REDUCTIONS = (None, "mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,9 @@ class CurvatureOptions:
     memory_budget: int | None = None
     batched: bool | None = None
     seed: int = 0
+    reduction: str | None = None
+    forward: Callable[[Any, Any], Any] | None = None
+    loss: Callable[[Any, Any], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None and int(self.chunk_size) < 1:
@@ -59,6 +79,12 @@ class CurvatureOptions:
                              f"{self.memory_budget}")
         if not isinstance(self.backend, str):
             raise ValueError(f"backend must be a string, got {self.backend!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}")
+        for name in ("forward", "loss"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ValueError(f"{name} must be a callable, got {type(value).__name__}")
 
     @classmethod
     def build(cls, options: CurvatureOptions | None = None, **fields: Any) -> CurvatureOptions:
@@ -86,3 +112,19 @@ def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     """(operator options, the rest) from one keyword dict."""
     options = {k: v for k, v in kwargs.items() if k in OPTION_NAMES}
     return options, {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
+
+
+def resolve_reduction(options: CurvatureOptions, loss: Any) -> str:
+    """"mean" or "sum": ``options.reduction``, checked against the loss's own
+    ``reduction`` attribute (``nn.MSELoss``, ``nn.CrossEntropyLoss``, ...), which also
+    gives the default."""
+    declared = getattr(loss, "reduction", None)
+    if declared is not None and declared not in ("mean", "sum"):
+        raise ValueError(f"loss_fn.reduction is {declared!r}: curvature needs the loss of a "
+                         "batch as one number, reduction 'mean' or 'sum'")
+    if options.reduction is None:
+        return declared or "mean"
+    if declared is not None and declared != options.reduction:
+        raise ValueError(f"reduction={options.reduction!r} contradicts loss_fn.reduction = "
+                         f"{declared!r}: drop reduction= or change the loss")
+    return options.reduction

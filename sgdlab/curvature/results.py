@@ -15,9 +15,17 @@ class EigResult:
 
     values:     (k,) float64, ordered by ``which`` ("LA": largest first, "SA": smallest
                 first, "LM": largest magnitude first).
-    vectors:    (k, P) unit eigenvectors in the operator's dtype/device, or None.
-    residuals:  (k,) relative residuals ‖A v − λ v‖ / |λ| of the returned pairs.
-    converged:  (k,) bool, residual ≤ tol.
+    vectors:    (k, P) orthonormal eigenvectors in the operator's dtype/device, or None.
+    residuals:  (k,) true relative residuals ‖A v − λ v‖ / max(|λ|, 1e-4 ‖A‖) of the
+                returned pairs (‖A‖ estimated during the run; the floor lets a zero converge).
+    converged:  (k,) bool: residual ≤ tol, so an eigenvalue of A lies within
+                tol · max(|λ|, 1e-4 ‖A‖) of λ (jointly for the k orthonormal pairs), and the
+                value is certified to be the i-th wanted one counting multiplicity as far
+                as the search could see (every copy is seen when the wanted eigenvalues'
+                multiplicity is ≤ the block size, or the Krylov spaces filled up; with one
+                vector, a repeated eigenvalue may be returned once: see
+                :func:`sgdlab.curvature.lanczos`). Power iteration deflates with a fresh
+                start per pair, which finds copies at any block size.
     products:   matrix-vector products used; seconds: wall time (operator setup included
                 when the result comes from a model-level function).
     """
@@ -54,6 +62,9 @@ class TraceResult:
     Hutch++), ``exact_part`` the deterministic part (Hutch++: Tr(Qᵀ A Q)), so
     estimate = exact_part + mean(samples) and stderr = std(samples) / sqrt(len(samples)).
     ``converged`` is True when stderr ≤ rtol · |estimate| was reached within the budget.
+    Hutch++'s stderr includes the rounding floor of its exact part; ``method="exact"``
+    (Hutch++ with a budget of at least P products) is Σ_i e_iᵀ A e_i, its stderr the
+    rounding floor alone.
     """
 
     estimate: float

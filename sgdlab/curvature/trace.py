@@ -14,9 +14,17 @@ vectors, Q = orth(Y), then
 
 the first term exactly (r more products), the second by Hutchinson with deflated probes
 z' = (I − QQᵀ) z. Given Q, the first term is deterministic and the second unbiased, so
-the reported standard error (that of the deflated Hutchinson samples) is exact for the
-estimator conditional on the sketch; when A has a few dominant eigenvalues (Hessians do)
-the deflated residual has a much smaller Frobenius norm, hence a smaller variance.
+the standard error of the deflated Hutchinson samples is exact for the estimator
+conditional on the sketch; when A has a few dominant eigenvalues (Hessians do) the
+deflated residual has a much smaller Frobenius norm, hence a smaller variance. The
+deterministic part is not free of error either: each q_iᵀ A q_i carries the rounding of
+its product, about eps ‖A q_i‖ per entry summed over P entries, so the reported standard
+error is sqrt(SE_samples² + δ²) with the rounding floor δ = eps · sqrt(P Σ_i ‖A q_i‖²).
+(When the sketch spans the range of A the samples vanish to ~1e-30 and δ is what is left.)
+
+With a budget of at least P products, Hutch++ computes the trace exactly instead, as
+Σ_i e_iᵀ A e_i over the P unit vectors (P products, method "exact", standard error δ):
+at P products the estimator would still carry a sampling error of a few percent.
 """
 
 from __future__ import annotations
@@ -73,12 +81,29 @@ def _sample(
     return torch.cat(samples).cpu(), False
 
 
+def rounding_floor(AQ: Tensor) -> float:
+    """δ = eps · sqrt(P Σ_i ‖A q_i‖²): the rounding error of Σ_i q_iᵀ (A q_i) (module doc)."""
+    return _floor(float((AQ.double() ** 2).sum()), AQ.shape[1], AQ.dtype)
+
+
+def _floor(sum_sq: float, dim: int, dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps * math.sqrt(dim * sum_sq)
+
+
 def _result(
-    samples: Tensor, exact: float, method: str, t0: float, used: int, conv: bool, r: int
+    samples: Tensor,
+    exact: float,
+    method: str,
+    t0: float,
+    used: int,
+    conv: bool,
+    r: int,
+    floor: float = 0.0,
 ) -> TraceResult:
     n = len(samples)
     mean = float(samples.mean()) if n else 0.0
     se = float(samples.std() / math.sqrt(n)) if n > 1 else (0.0 if n == 0 else math.inf)
+    se = math.hypot(se, floor)
     return TraceResult(
         estimate=exact + mean,
         stderr=se,
@@ -136,10 +161,13 @@ def hutchpp(
     """Tr A by Hutch++: exact trace on a sketched dominant subspace + deflated Hutchinson.
 
     Uses r = ``sketch_size`` products for the sketch, r for Qᵀ A Q, and at most
-    ``max_products − 2r`` deflated Hutchinson samples.
+    ``max_products − 2r`` deflated Hutchinson samples. With ``max_products`` ≥ P the
+    trace is computed exactly with P products instead (method "exact", module docstring).
     """
     _check(rtol, max_products, min_samples, block_size)
     t0 = time.perf_counter()
+    if max_products >= op.dim:
+        return exact_trace(op, block_size, t0)
     r = default_sketch_size(max_products, op.dim) if sketch_size is None else int(sketch_size)
     if r < 1:
         raise ValueError(f"sketch_size must be >= 1, got {sketch_size}")
@@ -157,8 +185,26 @@ def hutchpp(
     Q = Qc.T[diag > 1e3 * torch.finfo(op.dtype).eps * max(float(diag.max()), 1e-300)].contiguous()
     AQ = torch.cat([op.matmat(Q[i : i + block_size]) for i in range(0, len(Q), block_size)])
     exact = float((Q * AQ).sum())
+    floor = rounding_floor(AQ)
     used = r + len(Q)
     if len(Q) >= op.dim:  # the sketch spans the space: the trace is exact
-        return _result(torch.zeros(0, dtype=torch.float64), exact, "hutch++", t0, used, True, r)
+        none = torch.zeros(0, dtype=torch.float64)
+        return _result(none, exact, "hutch++", t0, used, True, r, floor)
     samples, conv = _sample(op, gen, max_products - used, rtol, min_samples, block_size, exact, Q)
-    return _result(samples, exact, "hutch++", t0, used + len(samples), conv, r)
+    return _result(samples, exact, "hutch++", t0, used + len(samples), conv, r, floor)
+
+
+def exact_trace(op: LinearOperator, block_size: int = 1, t0: float | None = None) -> TraceResult:
+    """Tr A = Σ_i e_iᵀ A e_i with P products (unit vectors, ``block_size`` at a time)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    total, sq = 0.0, 0.0
+    for i in range(0, op.dim, block_size):
+        rows = torch.arange(i, min(i + block_size, op.dim), device=op.device)
+        E = torch.zeros(len(rows), op.dim, dtype=op.dtype, device=op.device)
+        E[torch.arange(len(rows), device=op.device), rows] = 1
+        AE = op.matmat(E)
+        total += float(AE[torch.arange(len(rows), device=op.device), rows].double().sum())
+        sq += float((AE.double() ** 2).sum())
+    floor = _floor(sq, op.dim, op.dtype)
+    none = torch.zeros(0, dtype=torch.float64)
+    return _result(none, total, "exact", t0, op.dim, True, 0, floor)

@@ -20,7 +20,8 @@ import torch
 from sgdlab.config import DataConfig
 from sgdlab.data import transforms as T
 from sgdlab.data.sources import load_source
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, DataError
+from sgdlab.imports import is_import_path
 
 
 @dataclass
@@ -86,7 +87,14 @@ def load_data(
         raise ConfigError(
             "data.label_noise: teacher-student is a regression task; use data.noise_std"
         )
-    raw = load_source(cfg, seed)
+    if is_import_path(cfg.name):
+        from sgdlab.data.user import load_user
+
+        raw = load_user(cfg, seed)
+    else:
+        raw = load_source(cfg, seed)
+    if len(raw.x_train) == 0:
+        raise DataError(f"{raw.source}: no training examples in this dataset")
     classification = raw.task == "classification"
     x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
     if not raw.generated:

@@ -1,8 +1,13 @@
-"""The data folder, checksummed atomic downloads and atomic cache writes.
+"""The data folder, the cache folder, checksummed atomic downloads and atomic cache writes.
 
-A download goes to a hidden temporary file next to its destination, is verified against
-its official checksum and only then renamed into place, so concurrent sweep workers and
-interrupted downloads never leave a partial file under the final name.
+Datasets are looked for in the data folder (:func:`data_root`) and downloaded there when
+missing. Files sgdlab generates (the MNIST-1D arrays) go to the cache folder
+(:func:`cache_root`) and never into a data folder the user named.
+
+Downloads go through pooch (``pooch.retrieve`` with the official md5): each file lands in
+a temporary file next to its destination, is verified and only then moved into place, so
+concurrent sweep workers and interrupted downloads never leave a partial file under the
+final name. Mirrors are tried in order.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ _CHUNK = 1 << 20
 
 
 def data_root(root: str = "") -> Path:
-    """``root`` if given, else ``$SGDLAB_DATA``, else ``$XDG_CACHE_HOME/sgdlab``, else
-    ``~/.cache/sgdlab``."""
+    """``root`` if given, else ``$SGDLAB_DATA``, else the cache folder."""
     if root:
         return Path(root).expanduser()
     if os.environ.get("SGDLAB_DATA"):
         return Path(os.environ["SGDLAB_DATA"]).expanduser()
+    return cache_root()
+
+
+def cache_root() -> Path:
+    """``$SGDLAB_CACHE``, else ``$XDG_CACHE_HOME/sgdlab``, else ``~/.cache/sgdlab``."""
+    if os.environ.get("SGDLAB_CACHE"):
+        return Path(os.environ["SGDLAB_CACHE"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache).expanduser() / "sgdlab"
 
@@ -67,37 +78,36 @@ def download(urls: list[str], dest: Path, md5: str, timeout: float = TIMEOUT_S) 
     Network errors move on to the next mirror; a checksum mismatch deletes the temporary file
     and raises DataError naming the URL and the file.
     """
+    import pooch
+
+    pooch.get_logger().setLevel(logging.WARNING)  # errors are ours to report, in one line
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{dest.parent}: cannot create the data folder "
+                        f"({exc.strerror or exc})") from None
     errors = []
     for url in urls:
+        log.info("downloading %s -> %s", url, dest)
+
+        def fetch(url: str, output: str, _pooch: object) -> None:
+            with open_url(url, timeout) as response, open(output, "wb") as f:
+                while chunk := response.read(_CHUNK):
+                    f.write(chunk)
+
         try:
-            _download_one(url, dest, md5, timeout)
+            pooch.retrieve(url, known_hash=f"md5:{md5}", fname=dest.name, path=dest.parent,
+                           downloader=fetch)
+        except ValueError as exc:  # pooch's hash mismatch; its temporary file is gone
+            got = str(exc).split("(", 1)[-1].split(")", 1)[0]
+            raise DataError(f"{dest}: checksum mismatch for {url} (got {got}, expected md5 "
+                            f"{md5}); nothing was saved") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             errors.append(f"{url}: {exc}")
             continue
         return dest
     raise DataError(f"{dest}: could not download ({'; '.join(errors)})")
-
-
-def _download_one(url: str, dest: Path, md5: str, timeout: float) -> None:
-    log.info("downloading %s -> %s", url, dest)
-    digest = hashlib.md5(usedforsecurity=False)
-
-    def write(f: BinaryIO) -> None:
-        with open_url(url, timeout) as response:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                f.write(chunk)
-
-    def check(_: Path) -> None:
-        if digest.hexdigest() != md5:
-            raise DataError(
-                f"{dest}: checksum mismatch for {url} (md5 {digest.hexdigest()}, expected {md5});"
-                " nothing was saved"
-            )
-
-    _atomic_write(dest, write, check)
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

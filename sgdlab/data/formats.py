@@ -96,11 +96,31 @@ def read_idx_folder(folder: Path) -> Split:
     return tuple(arrays)  # type: ignore[return-value]
 
 
+def not_a_dataset(path: Path, expected: str) -> str:
+    """The one-line message for a file that is not a dataset file sgdlab reads."""
+    if path.suffix == ".npy" or _starts_with(path, b"\x93NUMPY"):
+        return (f"{path}: a .npy file holds one array; expected {expected} with arrays "
+                "x_train, y_train, x_test, y_test (np.savez)")
+    return f"{path}: not {expected}"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def read_npz(path: Path) -> Split:
     """An ``.npz`` file holding ``x_train, y_train, x_test, y_test``."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected an .npz file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise DataError(not_a_dataset(path, "an .npz file (a zip archive of arrays)"))
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]

@@ -14,6 +14,7 @@ when ``data.download`` is true.
 from __future__ import annotations
 
 import random
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +103,14 @@ def load_source(cfg: DataConfig, seed: int) -> RawData:
 def _image_dataset(cfg: DataConfig) -> RawData:
     name = cfg.name
     path = _locate(cfg)
-    if path.suffix == ".npz":
+    if path.suffix == ".npz" or (path.is_file() and zipfile.is_zipfile(path)):
         arrays = formats.read_npz(path)
     elif name == "cifar10":
         arrays = formats.read_cifar10(path)
-    else:
+    elif path.is_dir():
         arrays = formats.read_idx_folder(path)
+    else:
+        raise DataError(formats.not_a_dataset(path, "an .npz file or a folder of IDX files"))
     x_train, y_train, x_test, y_test = arrays
     shape = IMAGE_SHAPES[name]
     x_train, x_test = (_as_images(_inputs(x, path), shape, path) for x in (x_train, x_test))
@@ -222,9 +225,12 @@ def _digits(cfg: DataConfig, seed: int) -> RawData:
 
 
 def _mnist1d(cfg: DataConfig, seed: int) -> RawData:
-    """MNIST-1D from ``mnist1d.data.make_dataset`` (default arguments), cached as
-    ``<root>/mnist1d.npz``; ``data.file`` reads an ``.npz`` instead."""
+    """MNIST-1D from ``mnist1d.data.make_dataset`` (default arguments): ``data.file`` if
+    set, else ``<data root>/mnist1d.npz`` if there, else generated and cached as
+    ``<cache folder>/mnist1d.npz`` (never written into a data folder)."""
     path = Path(cfg.file).expanduser() if cfg.file else dl.data_root(cfg.root) / "mnist1d.npz"
+    if not (path.is_file() or cfg.file):
+        path = dl.cache_root() / "mnist1d.npz"
     if path.is_file() or cfg.file:
         x_train, y_train, x_test, y_test = formats.read_npz(path)
     else:

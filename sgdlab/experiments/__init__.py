@@ -8,17 +8,20 @@
 its instance; :func:`register` adds one's own.
 """
 
-from sgdlab.experiments.base import (
-    AnalysisContext,
-    Check,
-    Experiment,
-    ExperimentResult,
-    build_configs,
-    verdict,
-)
-from sgdlab.experiments.registry import EXPERIMENTS, get_experiment, register
-from sgdlab.experiments.runner import format_checks, run_experiment
+from importlib import import_module
 
-__all__ = ["EXPERIMENTS", "AnalysisContext", "Check", "Experiment", "ExperimentResult",
-           "build_configs", "format_checks", "get_experiment", "register", "run_experiment",
-           "verdict"]
+_EXPORTS = {
+    "AnalysisContext": "base", "Check": "base", "Experiment": "base",
+    "ExperimentResult": "base", "build_configs": "base", "verdict": "base",
+    "EXPERIMENTS": "registry", "get_experiment": "registry", "register": "registry",
+    "format_checks": "runner", "run_experiment": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Names load their module on first use, so that ``sgdlab --help`` imports neither the
+    experiments nor pandas."""
+    if name in _EXPORTS:
+        return getattr(import_module(f"sgdlab.experiments.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'sgdlab.experiments' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""``sgdlab experiment NAME [--scale smoke|cpu|paper] [--set key=value ...] [--workers N]`` and
-``sgdlab experiment --list``.
+"""``sgdlab experiment NAME [--scale smoke|cpu|paper] [--set key=value ...] [--executor E]
+[--workers N]`` and ``sgdlab experiment --list``.
 
 ``sgdlab/cli.py`` calls :func:`add_experiment_commands` on its subparsers; the command
 receives ``args`` with ``args.store`` (store folder or None) and ``args.quiet``. Heavy
@@ -21,25 +21,15 @@ def cmd_experiment(args) -> int:
             print(f"{name:<{width}}  {exp.title}  [{', '.join(exp.scales)}]")
         return 0
     from sgdlab.store import Store
+    from sgdlab.sweep.cli import executor_from_args
 
     result = run_experiment(args.name, Store(args.store), scale=args.scale,
-                            overrides=args.set, workers=args.workers, quiet=args.quiet)
+                            overrides=args.set, quiet=args.quiet,
+                            executor=executor_from_args(args))
     print(format_checks(result.checks))
     print(f"report: {result.html_path}\nchecks: {result.json_path}\n"
           f"{len(result.run_ids)} runs, {result.seconds:.1f} s")
     return 0
-
-
-def _workers(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_experiment_commands(subparsers) -> None:
@@ -54,6 +44,7 @@ def add_experiment_commands(subparsers) -> None:
                    "CPU, where the claims hold; paper: the published setting, for a GPU")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every run, e.g. --set device=cuda")
-    p.add_argument("--workers", type=_workers, default=0,
-                   help="worker processes (0: train in this process)")
+    from sgdlab.sweep.cli import add_executor_options
+
+    add_executor_options(p)
     p.set_defaults(func=cmd_experiment)

@@ -11,10 +11,13 @@ from sgdlab.experiments import (
     break_even,
     capacity,
     edge_of_stability,
+    escape_times,
     iterative_inference,
     lr_batch_ratio,
     memorization,
     mode_connectivity,
+    sde_validity,
+    sharp_minima_escape,
     sharpest_directions,
     stiffness,
 )
@@ -31,6 +34,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         capacity.EXPERIMENT,
         stiffness.EXPERIMENT,
         iterative_inference.EXPERIMENT,
+        escape_times.EXPERIMENT,
+        sharp_minima_escape.EXPERIMENT,
+        sde_validity.EXPERIMENT,
         mode_connectivity.EXPERIMENT,
     )
 }

@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 
 def run_experiment(name: str | Experiment, store: Store, scale: str = "smoke",
                    overrides: list[str] | dict = (), workers: int = 0,
-                   quiet: bool = False) -> ExperimentResult:
+                   quiet: bool = False, executor=None) -> ExperimentResult:
     """Train what is missing, analyze, and write the report (see the module docstring).
-    ``name`` is a registered experiment's name or an :class:`Experiment` instance."""
+    ``name`` is a registered experiment's name or an :class:`Experiment` instance;
+    ``executor`` an :class:`~sgdlab.sweep.Executor` or its name (``"ensemble"``, ...; see
+    :func:`~sgdlab.sweep.make_executor`), else ``workers`` decides as in ``run_sweep``."""
     from sgdlab.sweep import Sweep, run_sweep
 
     start = time.perf_counter()
@@ -46,7 +48,7 @@ def run_experiment(name: str | Experiment, store: Store, scale: str = "smoke",
     ids: list[str | None] = []
     if configs:  # an experiment may compute everything itself, with no training run
         result = run_sweep(Sweep(group, configs, source=f"experiment {exp.name}"), store,
-                           workers=workers, progress=not quiet)
+                           workers=workers, progress=not quiet, executor=executor)
         if not result.finished + result.diverged + result.skipped:
             first = next((m for m in result.messages if m), "no runs")
             raise SgdlabError(f"experiment {exp.name}: every run failed; the first: {first}")

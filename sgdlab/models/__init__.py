@@ -17,6 +17,14 @@ Every builder takes ``(cfg, input_shape, n_outputs)`` and returns a module mappi
 ``cfg.depth``/``cfg.width`` are used by the MLP only; the other families use
 ``width_mult``. Dropout ``cfg.dropout`` sits after hidden activations (MLP, CNN) or before
 the classifier (VGG, ResNet); ``0`` adds no module.
+
+A model of one's own: ``model.name = "package.module:function"`` (imported as
+:mod:`sgdlab.imports` says), called as ``function(cfg, input_shape, n_outputs,
+**cfg.options)`` under the run's seed; it returns a :class:`torch.nn.Module` mapping a
+batch ``(N, *input_shape)`` (the run's float dtype; integer inputs such as token ids come
+as exact floats) to ``(N, n_outputs)`` (logits, or regression outputs). The trainer checks
+both on two training examples before the run is created. Probes that need
+``model.classifier`` or ``model.blocks`` say so when the model lacks them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from torch import nn
 
 from sgdlab.config import ModelConfig
 from sgdlab.errors import ConfigError
+from sgdlab.imports import check_signature, is_import_path, resolve
 from sgdlab.models.cnn import SimpleCNN, build_cnn
 from sgdlab.models.mlp import MLP, build_mlp
 from sgdlab.models.resnet import RESNETS, PreActBlock, PreActResNet
@@ -43,11 +52,38 @@ MODELS: dict[str, Builder] = {
 
 
 def check_model(cfg: ModelConfig) -> Builder:
-    """The builder of ``cfg.name`` once ``cfg`` is valid; ConfigError names the field."""
+    """The builder of ``cfg.name`` once ``cfg`` is valid; ConfigError names the field. An
+    import path is imported here (so in every process that trains the run)."""
+    if is_import_path(cfg.name):
+        cfg.check()
+        fn = resolve("model.name", cfg.name)
+        check_signature("model.name", fn, 3, cfg.options, "model.options")
+        return _user_builder(cfg.name, fn)
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name: {cfg.name!r} is not one of {', '.join(MODELS)}")
     cfg.check()
     return MODELS[cfg.name]
+
+
+def _user_builder(path: str, fn: Callable) -> Builder:
+    def build(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+        try:
+            model = fn(cfg, input_shape, n_outputs, **cfg.options)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ConfigError(f"model.name: {path!r} raised {type(exc).__name__}: {first}"
+                              ) from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model.name: {path!r} returned a {type(model).__name__}, "
+                              "expected a torch.nn.Module")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(f"model.name: {path!r} returned a model with no trainable "
+                              "parameters")
+        return model
+
+    return build
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:

@@ -21,9 +21,13 @@ def stability_threshold(lr: float, momentum: float = 0.0) -> float:
 
 class HessianProbe(Probe):
     """Top-``k`` Hessian eigenvalues on ``n`` fixed training examples; optionally the
-    trace (Hutch++ with standard error). Results: ``lambda_max``, ``eig_<i>``,
-    ``stability`` (2/eta or (2+2beta)/eta), ``residual_max``, ``products``, ``seconds``,
-    ``trace`` and ``trace_se``; array ``eigenvalues``."""
+    trace (Hutch++ with standard error). Results: ``lambda_max``, ``lambda_max_err``,
+    ``eig_<i>``, ``stability`` (2/eta or (2+2beta)/eta), ``residual_max``, ``products``,
+    ``seconds``, ``trace`` and ``trace_se``; array ``eigenvalues``.
+
+    ``lambda_max_err`` = ‖H v − θ v‖ is an error bar in the eigenvalue's own units: an
+    eigenvalue of H lies within it of θ (and θ, a Rayleigh quotient, is at most λ_max), so
+    a looser ``tol`` buys fewer products with an honest bound (bench-cpu.md)."""
 
     name = "hessian"
 
@@ -49,6 +53,7 @@ class HessianProbe(Probe):
         values = res.values[: self.k].double().cpu()
         self.previous = res.vectors[: self.k].detach().clone()
         out = {"lambda_max": values[0].item(), "eigenvalues": values.numpy(),
+               "lambda_max_err": abs(values[0].item()) * float(res.residuals[0]),
                "stability": stability_threshold(ctx.lr, ctx.momentum),
                "residual_max": float(res.residuals[: self.k].max()),
                "products": res.products, "seconds": res.seconds}

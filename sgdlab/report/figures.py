@@ -115,11 +115,14 @@ def accuracy_figure(view: RunView):
 
 
 def schedule_figure(view: RunView):
-    fig, ax = new_figure(height=2.8)
-    if not plot_series(ax, view, "lr", drawstyle="steps-post", color="C0"):
+    """The learning rate (and a varying batch size) over steps; nothing for constant ones
+    (the summary table gives them)."""
+    lr, bs = view.series("lr"), view.series("batch_size")
+    if lr.empty or (lr["value"].nunique() <= 1 and bs["value"].nunique() <= 1):
         return []
+    fig, ax = new_figure(height=2.8)
+    plot_series(ax, view, "lr", drawstyle="steps-post", color="C0")
     ax.set(xlabel="step", ylabel="learning rate")
-    bs = view.series("batch_size")
     if not bs.empty and bs["value"].nunique() > 1:
         ax2 = ax.twinx()
         ax2.plot(bs["step"], bs["value"], drawstyle="steps-post", color="C1")
@@ -139,13 +142,16 @@ def probe_scalars_figure(view: RunView):
             continue
         groups.setdefault(name.split("/", 1)[0], []).append(name)
     out = []
-    for probe, names in groups.items():
-        fig, ax = new_figure()
-        for name in names[:12]:
+    for names in groups.values():
+        for name in names[:12]:  # one small panel per series: their scales differ
+            fig, ax = new_figure(4.2, 2.8)
             plot_series(ax, view, name, label=name.split("/", 1)[1], marker=".")
-        ax.set(xlabel="step", title=probe)
-        ax.legend(fontsize=7)
-        out.append((f"Probe: {probe}", fig))
+            values = view.series(name)["value"].to_numpy(dtype=float)
+            finite = values[np.isfinite(values)]
+            if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+                ax.set_yscale("log")
+            ax.set(xlabel="step", ylabel=name.split("/", 1)[1], title=name)
+            out.append((f"Probe: {name}", fig))
     return out
 
 

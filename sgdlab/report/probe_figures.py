@@ -18,20 +18,68 @@ def _last_arrays(view: RunView, name: str, count: int = 1):
 
 
 def sharpness_figure(view: RunView):
-    """lambda_max (and top-k) with the stability threshold 2/eta (or (2+2beta)/eta)."""
+    """lambda_max (and top-k) with the stability threshold 2/eta (or (2+2beta)/eta). The
+    axis spans the eigenvalues; a threshold far above them is named in the legend rather
+    than drawn (it would squeeze them into the bottom of the panel)."""
     fig, ax = new_figure()
     if not plot_series(ax, view, "hessian/lambda_max", label=r"$\lambda_{max}(H)$", marker="."):
         return []
     for name in view.names("hessian/eig_"):
         plot_series(ax, view, name, label=name.split("/")[1], lw=0.8, alpha=0.7)
-    plot_series(ax, view, "hessian/stability", label=r"$2/\eta$ (stability)", ls="--", color="k")
-    ax.set(xlabel="step", ylabel="eigenvalue", yscale="log")
+    eigs = np.concatenate([view.series(n)["value"].to_numpy(dtype=float)
+                           for n in ["hessian/lambda_max", *view.names("hessian/eig_")]])
+    eigs = eigs[np.isfinite(eigs) & (eigs > 0)]
+    stability = view.series("hessian/stability")["value"].to_numpy(dtype=float)
+    log = eigs.size > 0 and eigs.max() / eigs.min() > 20
+    top = eigs.max() if eigs.size else np.nan
+    if stability.size and eigs.size and np.nanmin(stability) > 3 * top:
+        ax.plot([], [], ls="--", color="k",
+                label=rf"$2/\eta$ = {np.nanmin(stability):.3g} (above the axis)")
+    else:
+        plot_series(ax, view, "hessian/stability", label=r"$2/\eta$ (stability)", ls="--",
+                    color="k")
+    ax.set(xlabel="step", ylabel="eigenvalue", yscale="log" if log else "linear")
+    if not log and eigs.size:
+        ax.set_ylim(bottom=min(0.0, float(eigs.min())))
     ax.legend(fontsize=7)
     return [("Sharpness: top Hessian eigenvalues and the stability threshold", fig)]
 
 
 register_figure(sharpness_figure,
                 claims=("hessian/lambda_max", "hessian/stability", "hessian/eig_"))
+
+
+def _twin(ax, series, label: str) -> None:
+    """``series`` on a twin y axis of ``ax`` labelled ``label`` in its colour (if any)."""
+    if not series.empty:
+        twin = ax.twinx()
+        twin.plot(series["step"], series["value"], marker=".", color="C1", lw=0.8)
+        twin.set_ylabel(label, color="C1")
+
+
+def hessian_cost_figure(view: RunView):
+    """What each ``hessian`` measurement cost (Hessian-vector products, seconds) and how
+    accurate it is (the largest Lanczos residual ``||H v - lambda v||``, log axis)."""
+    products, residual = view.series("hessian/products"), view.series("hessian/residual_max")
+    if products.empty and residual.empty:
+        return []
+    fig = new_figure(9, 3.0)[0]
+    fig.clear()
+    ax1, ax2 = fig.subplots(1, 2)
+    if not products.empty:
+        ax1.plot(products["step"], products["value"], marker=".", color="C0")
+        ax1.set(xlabel="step", ylabel="Hessian-vector products")
+        _twin(ax1, view.series("hessian/seconds"), "seconds")
+    if not residual.empty:
+        values = residual["value"].to_numpy(dtype=float)
+        ax2.plot(residual["step"], values, marker=".", color="C2")
+        ax2.set(xlabel="step", ylabel=r"largest residual $\|Hv - \lambda v\|$",
+                yscale="log" if (values > 0).all() else "linear")
+    return [("Hessian probe: cost (products, seconds) and Lanczos residual", fig)]
+
+
+register_figure(hessian_cost_figure,
+                claims=("hessian/products", "hessian/seconds", "hessian/residual_max"))
 
 
 def loss_probe_figure(view: RunView):
@@ -192,18 +240,27 @@ register_figure(bowl_figure)
 
 
 def weights_figure(view: RunView):
-    fig, ax = new_figure()
+    """‖θ‖ and ‖θ − θ₀‖; beside them the update size ‖θ_{t+1} − θ_t‖ (relative on a twin
+    axis)."""
+    fig = new_figure(9, 3.2)[0]
+    fig.clear()
+    ax1, ax2 = fig.subplots(1, 2)
     drew = False
     for name, label in (("weights/norm", "‖θ‖"), ("weights/dist_init", "‖θ − θ₀‖")):
-        drew |= plot_series(ax, view, name, label=label, marker=".")
-    if not drew:
+        drew |= plot_series(ax1, view, name, label=label, marker=".")
+    moved = plot_series(ax2, view, "weights/update", label="‖θₜ₊₁ − θₜ‖", marker=".")
+    if not (drew or moved):
         return []
-    ax.set(xlabel="step", ylabel="norm")
-    ax.legend(fontsize=8)
+    ax1.set(xlabel="step", ylabel="parameter norm")
+    if drew:
+        ax1.legend(fontsize=8)
+    ax2.set(xlabel="step", ylabel="update size ‖θₜ₊₁ − θₜ‖")
+    _twin(ax2, view.series("weights/rel_update"), "relative update")
     return [("Weights", fig)]
 
 
-register_figure(weights_figure, claims=("weights/norm", "weights/dist_init"))
+register_figure(weights_figure, claims=("weights/norm", "weights/dist_init", "weights/update",
+                                        "weights/rel_update"))
 
 
 def residual_figure(view: RunView):

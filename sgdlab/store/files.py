@@ -149,12 +149,23 @@ def check_loadable(obj: Any, where: str = "state") -> None:
                         "strings, lists, tuples or dicts")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def checkpoint_bytes(state: dict) -> bytes:
+    """``state`` serialized as ``torch.save`` writes it (after :func:`check_loadable`): a
+    snapshot, so the tensors may change once this returns."""
+    import io
+
     import torch
 
     check_loadable(state)
-    with atomic_path(path, durable=True) as tmp, open(tmp, "xb") as f:
-        torch.save(state, f)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, state: dict | bytes) -> None:
+    """Write a checkpoint durably: a state dict, or the bytes of :func:`checkpoint_bytes`."""
+    data = state if isinstance(state, bytes) else checkpoint_bytes(state)
+    write_bytes(path, data, durable=True)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -166,8 +177,15 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise StoreError(f"no checkpoint {path}") from None
     except Exception as exc:  # truncated zip, bad pickle, refused global...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"unreadable checkpoint {path}: {first}") from exc
+        text = str(exc).strip()
+        if "Weights only load failed" in text:  # say why, without torch's unsafe advice
+            found = re.search(r"GLOBAL (\S+)", text)
+            what = (f"it needs {found[1]}, which a weights-only load never calls" if found
+                    else "it holds objects other than tensors, numbers and containers")
+            raise StoreError(f"unreadable checkpoint {path}: refused, {what}; sgdlab never "
+                             "runs code from a checkpoint") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise StoreError(f"unreadable checkpoint {path}: {first}") from None
 
 
 # -- safetensors -------------------------------------------------------------------------

@@ -87,10 +87,28 @@ def canonical_json(obj: Any) -> str:
                       allow_nan=False)
 
 
+NOT_IDENTITY = ("trackers",)  # config keys that do not change the trajectory
+# fields added to the config after stores were written: at these values they hash as if
+# absent, so the runs of an older store still match their configs (a sweep skips them)
+# keys added after runs were stored, at the value every older run had: a config that holds
+# one at that value hashes as if it lacked it, so an older store's sweep still skips its runs
+ABSENT_AT = {("data", "options"): {}, ("model", "options"): {},
+             ("train", "eval_epochs"): 1, ("train", "eval_splits"): ["train", "test"]}
+
+
 def config_hash(config: dict) -> str:
     """The ``config_hash`` of a run with this config: sha256 of its canonical JSON (after a
-    JSON round trip, so a tuple and a list, or 1.0 and 1.0 written twice, hash alike)."""
+    JSON round trip, so a tuple and a list, or 1.0 and 1.0 written twice, hash alike),
+    without the keys of :data:`NOT_IDENTITY` (where a run's metrics are also sent) and of
+    :data:`ABSENT_AT` at their default."""
     resolved = json.loads(json.dumps(config, allow_nan=False))
+    if isinstance(resolved, dict):
+        for key in NOT_IDENTITY:
+            resolved.pop(key, None)
+        for (section, key), default in ABSENT_AT.items():
+            table = resolved.get(section)
+            if isinstance(table, dict) and table.get(key, default) == default:
+                table.pop(key, None)
     return hashlib.sha256(canonical_json(resolved).encode()).hexdigest()
 
 

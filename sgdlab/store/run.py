@@ -174,9 +174,10 @@ class Run:
     def checkpoint_steps(self) -> list[int]:
         return files.checkpoint_steps(self.path / "checkpoints")
 
-    def save_checkpoint(self, step: int, state: dict, keep: int | None = 2) -> None:
-        """torch.save ``state`` durably to ``checkpoints/step_<step>.pt``; keep the ``keep``
-        highest steps (``None``: all). TypeError if weights_only loading would refuse it."""
+    def save_checkpoint(self, step: int, state: dict | bytes, keep: int | None = 2) -> None:
+        """torch.save ``state`` durably to ``checkpoints/step_<step>.pt`` (or write the bytes
+        of :func:`~sgdlab.store.files.checkpoint_bytes`); keep the ``keep`` highest steps
+        (``None``: all). TypeError if weights_only loading would refuse it."""
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, not {keep}")
         files.save_checkpoint(self._checkpoint_path(step), state)
@@ -192,15 +193,20 @@ class Run:
         if step is not None:
             return files.load_checkpoint(self._checkpoint_path(step))
         steps = self.checkpoint_steps()
+        first: StoreError | None = None
         for s in reversed(steps):
             try:
                 return files.load_checkpoint(self._checkpoint_path(s))
             except StoreError as exc:
-                warnings.warn(f"{exc}; falling back to an older checkpoint", RuntimeWarning,
-                              stacklevel=2)
+                first = first or exc
+                if s != steps[0]:
+                    warnings.warn(f"{exc}; falling back to an older checkpoint",
+                                  RuntimeWarning, stacklevel=2)
+        if len(steps) == 1:
+            raise first
         if steps:
             raise StoreError(f"run '{self.id}' has no readable checkpoint "
-                             f"({len(steps)} unreadable)")
+                             f"({len(steps)} unreadable; the newest: {first})")
         return None
 
     # -- weights and results ----------------------------------------------------------

@@ -42,6 +42,9 @@ class Store:
         if root is None:
             root = os.environ.get("SGDLAB_STORE") or "sgdlab-runs"
         self.root = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: is a file, not a store folder (--store, "
+                             "$SGDLAB_STORE)")
         self._index = Index(self.root / "index.sqlite")
 
     def __repr__(self) -> str:
@@ -113,6 +116,26 @@ class Store:
             trash = folder.with_name(f".deleted-{run_id}-{secrets.token_hex(4)}")
             folder.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+    # -- light reads (no pandas: the CLI's ls and show) ----------------------------------
+    def run_records(self, status: str | Iterable[str] | None = None,
+                    group: str | Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """One dict per run, oldest first: the run columns of :meth:`runs` and ``config``
+        (flattened, dotted keys)."""
+        rows = self._index.select_runs(status=_as_list(status), group=_as_list(group))
+        return [{"id": r["id"], "name": r["name"], "group": r["grp"], "status": r["status"],
+                 "created": r["created"], "updated": r["updated"],
+                 "diverged_step": r["diverged_step"], "message": r["message"],
+                 "config_hash": r["config_hash"],
+                 "config": flatten(json.loads(r["config_json"]))} for r in rows]
+
+    def last_metrics(self, run_id: str | Run) -> dict[str, tuple[int, float]]:
+        """``{name: (step, value)}`` at each metric's last step, for one run."""
+        run = self.get_run(run_id)
+        out: dict[str, tuple[int, float]] = {}
+        for _, step, _, name, value in self._index.metrics([run.id], None):
+            out[name] = (step, float("nan") if value is None else value)  # ordered by step
+        return out
 
     # -- tables -----------------------------------------------------------------------
     def runs(self, status: str | Iterable[str] | None = None,

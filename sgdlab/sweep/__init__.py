@@ -17,7 +17,7 @@ from importlib import import_module
 _EXPORTS = {
     "Sweep": "grid", "expand_grid": "grid", "load_grid": "grid", "make_sweep": "grid",
     "SweepResult": "execute", "Task": "executors", "plan_sweep": "execute",
-    "run_sweep": "execute",
+    "run_sweep": "execute", "make_executor": "execute", "Ensemble": "ensemble",
     "Executor": "executors", "InProcess": "executors", "WorkerProcesses": "executors",
     "Outcome": "executors",
     "sweep_table": "query", "sweep_curves": "query", "swept_keys": "query",

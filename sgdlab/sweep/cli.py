@@ -7,16 +7,35 @@ imports (torch, pandas) happen inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
+    from sgdlab.imports import add_search_folder
     from sgdlab.store import Store
+
+    add_search_folder(Path(args.grid).parent)  # before workers start: they inherit sys.path
+    store = Store(args.store)
+    executor = None if args.dry_run else executor_from_args(args)
+    if hasattr(executor, "start"):  # worker processes import torch while the grid loads
+        executor.start(store)
+    try:
+        return _sweep(args, store, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _sweep(args, store, executor) -> int:
+    from sgdlab.sinks.trackers import parse_track
     from sgdlab.sweep.execute import plan_sweep, run_sweep
     from sgdlab.sweep.grid import load_grid
 
-    sweep = load_grid(args.grid, args.set)
-    store = Store(args.store)
+    tracks = [dataclasses.asdict(parse_track(t)) for t in args.track]
+    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])])
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
         print(f"sweep {sweep.name}: {len(tasks)} points (group {sweep.name!r} in {store.root})")
@@ -25,10 +44,72 @@ def cmd_sweep(args) -> int:
             note = f" {task.run_id} ({task.status})" if task.run_id else ""
             print(f"{task.index:>4}  {task.action:<6}  {values or task.config.name}{note}")
         return 0
-    result = run_sweep(sweep, store, workers=args.workers, progress=not args.quiet,
-                       threads=args.threads)
+    result = run_sweep(sweep, store, progress=not args.quiet, executor=executor)
     print(result)
     return 0 if result.failed + result.killed == 0 else 1
+
+
+def _toml(items: list[dict]) -> str:
+    """Inline TOML for a list of flat tables of strings and booleans."""
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+    return "[" + ", ".join("{" + ", ".join(f"{k} = {value(v)}" for k, v in d.items()) + "}"
+                           for d in items) + "]"
+
+
+def executor_from_args(args):
+    """The executor that ``--executor``, ``--workers``, ``--threads`` and the Ray options
+    ask for (shared by ``sgdlab sweep`` and ``sgdlab experiment``)."""
+    from sgdlab.sweep.execute import make_executor
+
+    options = {}
+    if args.executor == "ray":
+        options = {"address": args.address, "cpus": args.cpus, "gpus": args.gpus}
+    elif args.address is not None:
+        from sgdlab.errors import SgdlabError
+
+        raise SgdlabError("--address: only with --executor ray")
+    return make_executor(args.executor, args.workers, args.threads,
+                         progress=not args.quiet, **options)
+
+
+def add_executor_options(p) -> None:
+    """``--executor``, ``--workers``, ``--threads``, ``--address``, ``--cpus``, ``--gpus``."""
+    p.add_argument("--executor", choices=["inline", "processes", "ensemble", "ray"],
+                   default=None, help="how points are trained: inline (this process), "
+                   "processes (--workers N), ensemble (stackable points as one vectorized "
+                   "model), ray (a Ray cluster); default inline, or processes with --workers")
+    p.add_argument("--workers", type=_at_least(0), default=0, metavar="N",
+                   help="worker processes (default 0: train in this process)")
+    p.add_argument("--threads", type=_at_least(1), default=None, metavar="T",
+                   help="torch threads per worker (default: CPUs / workers)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="ray: the cluster to join (default: start a local one for the sweep)")
+    p.add_argument("--cpus", type=_positive_float, default=1.0, metavar="C",
+                   help="ray: CPUs per trial (default 1)")
+    p.add_argument("--gpus", type=_nonnegative_float, default=0.0, metavar="G",
+                   help="ray: GPUs per trial (default 0)")
+
+
+def _positive_float(text: str) -> float:
+    return _float_at_least(text, 0.0, strict=True)
+
+
+def _nonnegative_float(text: str) -> float:
+    return _float_at_least(text, 0.0, strict=False)
+
+
+def _float_at_least(text: str, low: float, strict: bool) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > low if strict else value >= low):
+        raise argparse.ArgumentTypeError(
+            f"expected a number {'>' if strict else '>='} {low:g}, got {text!r}")
+    return value
 
 
 def cmd_sweep_table(args) -> int:
@@ -38,7 +119,14 @@ def cmd_sweep_table(args) -> int:
     from sgdlab.sweep.query import sweep_table
 
     metrics = args.metric or ["train/loss", "test/acc"]
-    table = sweep_table(Store(args.store), args.name, metrics=metrics, at=args.at)
+    store = Store(args.store)
+    table = sweep_table(store, args.name, metrics=metrics, at=args.at)
+    diverged = table["status"] == "diverged"
+    if diverged.any():  # their last values are from before the non-finite loss: say where
+        steps = {r.id: r.diverged_step for r in store.find_runs(group=args.name,
+                                                                 status="diverged")}
+        table.loc[diverged, "status"] = [f"diverged@{steps.get(r)}"
+                                         for r in table.loc[diverged, "run"]]
     for metric in metrics:
         if table[metric].isna().all():
             print(f"sgdlab: warning: no run of {args.name!r} logged {metric!r}", file=sys.stderr)
@@ -70,15 +158,15 @@ def add_sweep_commands(subparsers) -> None:
         "sweep", help="train every point of a grid of configs (skips finished runs, "
         "resumes killed ones)")
     p.add_argument("grid", help="TOML grid file (name, base, seeds, [product], [[zip]])")
-    p.add_argument("--workers", type=_at_least(0), default=0, metavar="N",
-                   help="worker processes (default 0: train in this process)")
-    p.add_argument("--threads", type=_at_least(1), default=None, metavar="T",
-                   help="torch threads per worker (default: CPUs / workers)")
+    add_executor_options(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the expanded points and what would be done; train nothing")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field (train.epochs=5) or a grid key "
                    "(seeds=[0,1], product.optim.lr=[0.1,0.2]); repeatable")
+    p.add_argument("--track", action="append", default=[], metavar="KIND[=DEST]",
+                   help="send every run live to a tracker: tensorboard, mlflow or wandb "
+                   "(offline), optionally to DEST (repeatable)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("sweep-table", help="a sweep's swept parameters and metrics, "

@@ -56,10 +56,9 @@ class SweepResult:
 
 def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
     """What :func:`run_sweep` would do with each point, from the store's current state."""
-    runs = store.runs(group=sweep.name)
     by_hash: dict[str, list[tuple[str, str]]] = {}
-    for run_id, status, h in zip(runs["id"], runs["status"], runs["config_hash"]):
-        by_hash.setdefault(h, []).append((run_id, status))  # oldest first
+    for r in store.run_records(group=sweep.name):  # oldest first
+        by_hash.setdefault(r["config_hash"], []).append((r["id"], r["status"]))
     tasks = []
     for i, cfg in enumerate(sweep.configs):
         h = config_hash(cfg.to_dict())
@@ -74,13 +73,42 @@ def plan_sweep(sweep: Sweep, store: Store) -> list[Task]:
     return tasks
 
 
+EXECUTORS = ("inline", "processes", "ensemble", "ray")
+
+
+def make_executor(name: str | None = None, workers: int = 0, threads: int | None = None,
+                  progress: bool = True, **options) -> Executor:
+    """An executor by name: ``inline`` (this process, one run after another), ``processes``
+    (``workers`` worker processes, at least 1), ``ensemble`` (vectorized stacks; options
+    ``backend``, ``max_members``), ``ray`` (options ``address``, ``cpus``, ``gpus``,
+    ``retries``). ``None``: inline for ``workers=0``, else processes."""
+    if name is None:
+        name = "inline" if workers == 0 else "processes"
+    if name == "inline":
+        return InProcess(None if progress else False)
+    if name == "processes":
+        return WorkerProcesses(max(workers, 1), threads)
+    if name == "ensemble":
+        from sgdlab.sweep.ensemble import Ensemble
+
+        fallback = WorkerProcesses(workers, threads) if workers else None
+        return Ensemble(fallback=fallback, **options)
+    if name == "ray":
+        from sgdlab.sweep.ray_executor import RayExecutor
+
+        return RayExecutor(threads=threads, **options)
+    raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+
+
 def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = True,
-              threads: int | None = None, executor: Executor | None = None) -> SweepResult:
+              threads: int | None = None, executor: Executor | str | None = None
+              ) -> SweepResult:
     """Train every point not done yet; one summary line per run unless ``progress=False``.
 
-    ``executor`` (default: :class:`InProcess` for ``workers=0``, each run showing its
-    progress bar on a terminal; :class:`WorkerProcesses` with ``threads`` torch threads each
-    for ``workers=N``) trains the tasks."""
+    ``executor`` (an :class:`Executor` or a name for :func:`make_executor`; default:
+    :class:`InProcess` for ``workers=0``, each run showing its progress bar on a terminal;
+    :class:`WorkerProcesses` with ``threads`` torch threads each for ``workers=N``) trains
+    the tasks."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     tasks = plan_sweep(sweep, store)
@@ -93,9 +121,8 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
               f"({result.resumed} resumed), {len(tasks) - len(todo)} already done", flush=True)
     if not todo:
         return result
-    if executor is None:
-        executor = (InProcess(None if progress else False) if workers == 0
-                    else WorkerProcesses(workers, threads))
+    if not isinstance(executor, Executor):
+        executor = make_executor(executor, workers, threads, progress)
     with executor:  # Ctrl-C: the executor stops; runs left running resume next time
         for task, outcome in executor.run(todo, store):
             i = task.index
@@ -110,10 +137,8 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
 def _summary_line(store: Store, task: Task, outcome: Outcome, prefix: str) -> str:
     run_id, status, message = outcome.run_id, outcome.status, outcome.message
     parts = [prefix, f"{status:<8}", run_id or task.config.name]
-    if run_id is not None:
-        acc = store.metrics(runs=[run_id], names=["test/acc"])
-        if not acc.empty:
-            parts.append(f"test/acc={acc.sort_values('step')['value'].iloc[-1]:.4f}")
+    if run_id is not None and (acc := store.last_metrics(run_id).get("test/acc")):
+        parts.append(f"test/acc={acc[1]:.4f}")
     if message and status != "finished":
         parts.append(f"({message})")
     return "  ".join(parts)

@@ -119,10 +119,23 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _die_with_parent() -> None:
+    """Linux: this process is killed when its parent dies (a sweep killed with SIGKILL
+    takes its workers with it, instead of leaving them training runs it will resume)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such call
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _worker_main(conn, threads: int, root: str) -> None:
-    """A worker process: train the tasks sent over ``conn`` until it sends None."""
+    """A worker process: train the tasks sent over ``conn`` until it sends None. The
+    trainer is imported before the first task arrives (while the sweep plans)."""
+    _die_with_parent()
     import torch
 
+    import sgdlab.train.loop  # noqa: F401  (imported once, before the first task)
     from sgdlab.store import Store
 
     torch.set_num_threads(threads)
@@ -172,12 +185,27 @@ class WorkerProcesses(Executor):
         self.threads = threads or max(1, cpu_count() // workers)
         self._pool: list[_Worker] = []
 
+    def start(self, store: Store) -> None:
+        """Spawn the workers now (they import torch and the trainer while the caller
+        plans the sweep); :meth:`run` uses them, stopping those it has no task for."""
+        if not self._pool:
+            context = multiprocessing.get_context("spawn")
+            self._pool = [_Worker(context, self.threads, str(store.root))
+                          for _ in range(self.workers)]
+            self._root = str(store.root)
+
     def run(self, tasks: Sequence[Task], store: Store) -> Iterator[tuple[Task, Outcome]]:
         context = multiprocessing.get_context("spawn")
         root = str(store.root)
         queue = deque(tasks)
-        self._pool = [_Worker(context, self.threads, root)
-                      for _ in range(min(self.workers, len(queue)))]
+        if self._pool and getattr(self, "_root", None) != root:
+            self.close()
+        wanted = min(self.workers, len(queue))
+        for worker in self._pool[wanted:]:
+            worker.stop()
+        self._pool = self._pool[:wanted]
+        self._pool += [_Worker(context, self.threads, root)
+                       for _ in range(wanted - len(self._pool))]
         for worker in self._pool:
             worker.give(queue.popleft())
         while busy := [w for w in self._pool if w.task is not None]:

@@ -45,6 +45,7 @@ from typing import Any
 
 from sgdlab.config import RunConfig, apply_overrides, from_dict, parse_override, read_config_file
 from sgdlab.errors import ConfigError
+from sgdlab.imports import add_search_folder
 from sgdlab.train.validate import validate
 
 GRID_KEYS = ("name", "base", "seeds", "product", "zip")
@@ -80,12 +81,15 @@ class _Axis:
 def load_grid(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Sweep:
     """Read a TOML grid file and expand it (see the module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a grid file (give a .toml file)")
     if not path.is_file():
         raise ConfigError(f"{path}: grid file not found")
     try:
         grid = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    add_search_folder(path.parent)  # import paths in the grid may name modules beside it
     grid.setdefault("name", _UNSAFE.sub("_", path.stem).strip(".-") or "sweep")
     return make_sweep(grid, path.parent, overrides, source=str(path))
 

@@ -5,19 +5,28 @@ whether or not the package has been imported."""
 
 import sys
 import types
+from importlib import import_module
 
-from sgdlab.evaluation import evaluate, loss_and_accuracy
-from sgdlab.losses import make_loss, per_example_loss
-from sgdlab.train.loop import Trainer, resume, train
-from sgdlab.train.validate import validate
+_EXPORTS = {
+    "Trainer": "sgdlab.train.loop", "train": "sgdlab.train.loop",
+    "resume": "sgdlab.train.loop", "validate": "sgdlab.train.validate",
+    "evaluate": "sgdlab.evaluation", "loss_and_accuracy": "sgdlab.evaluation",
+    "make_loss": "sgdlab.losses", "per_example_loss": "sgdlab.losses",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["Trainer", "train", "resume", "validate", "evaluate", "loss_and_accuracy",
-           "make_loss", "per_example_loss"]
+
+def __getattr__(name: str):
+    """Names load their module (and torch) on first use: ``sgdlab.train.environment``
+    alone, which ``sgdlab show`` reads, imports no torch."""
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sgdlab.train' has no attribute {name!r}")
 
 
 class _TrainModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
+        return __getattr__("train")(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _TrainModule

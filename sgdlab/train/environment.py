@@ -13,10 +13,12 @@ import os
 import platform
 import socket
 from datetime import UTC, datetime
-
-import torch
+from typing import TYPE_CHECKING
 
 from sgdlab.store import Run, StoreError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def process_start(pid: int) -> int | None:
@@ -30,6 +32,8 @@ def process_start(pid: int) -> int | None:
 
 def environment(device: torch.device, step: int) -> dict:
     """One training session: where and when it started, and from which step."""
+    import torch
+
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     return {"started": datetime.now(UTC).isoformat(timespec="seconds"), "from_step": step,
