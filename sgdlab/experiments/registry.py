@@ -12,6 +12,8 @@ from sgdlab.experiments import (
     capacity,
     edge_of_stability,
     escape_times,
+    flat_minima,
+    intrinsic_dimension,
     iterative_inference,
     lr_batch_ratio,
     memorization,
@@ -20,6 +22,7 @@ from sgdlab.experiments import (
     sharp_minima_escape,
     sharpest_directions,
     stiffness,
+    tower_of_colanders,
 )
 from sgdlab.experiments.base import Experiment
 
@@ -38,6 +41,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         sharp_minima_escape.EXPERIMENT,
         sde_validity.EXPERIMENT,
         mode_connectivity.EXPERIMENT,
+        intrinsic_dimension.EXPERIMENT,
+        tower_of_colanders.EXPERIMENT,
+        flat_minima.EXPERIMENT,
     )
 }
 
