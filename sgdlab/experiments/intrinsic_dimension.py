@@ -189,6 +189,7 @@ def figures(res: dict) -> list:
     ax2.set(xscale="log", xlabel="starting radius ‖θ₀‖ / r₀", ylabel="test accuracy",
             title=f"d = {res['radius_d']}: the starting radius")
     plain(ax2)
+    ax2.set_xticks([r["radius_factor"] for r in rad], [f"{r['radius_factor']:g}" for r in rad])
     return [("Accuracy against the subspace dimension, and against the starting radius", fig)]
 
 

@@ -195,7 +195,7 @@ def figures(pts: dict) -> list:
     ax.legend(fontsize=7)
     ax2.plot(env.levels[ok], env.min_sharpness[ok], "o-", color="k")
     ax2.set(xscale="log", yscale="log", xlabel="loss level ℓ", ylabel="m(ℓ)",
-            title=f"the envelope (Spearman ρ = {env.trend():.2f})")
+            title=f"the envelope (Spearman ρ = {trend(env):.2f})")
     ax2.invert_xaxis()
     plain(ax2)
     return [("Loss against the top Hessian eigenvalue over trajectories: the tower of colanders",
