@@ -189,11 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train an MLP on MNIST-1D (no download) and write its report")
     p.set_defaults(func=cmd_demo)
 
+    from sgdlab.analysis.cli import add_landscape_commands
     from sgdlab.experiments.cli import add_experiment_commands
     from sgdlab.sweep.cli import add_sweep_commands
 
     add_sweep_commands(sub)
     add_experiment_commands(sub)
+    add_landscape_commands(sub)
     for command in sub.choices.values():  # also accepted after the command; unset if absent
         _global_options(command, default=argparse.SUPPRESS)
     return parser

@@ -93,6 +93,15 @@ def test_numerical_layers_stand_alone(layer):
     assert bad == []
 
 
+def test_analyses_of_stored_runs_are_imported_only_from_above():
+    """sgdlab.analysis rebuilds runs (train) and redraws reports (report): nothing below it
+    may import it; only the command line and the experiments sit above it."""
+    above = ("sgdlab.cli", "sgdlab.analysis", "sgdlab.experiments")
+    bad = sorted(f"{m} imports {t}" for m, targets in GRAPH.items() for t in targets
+                 if _in(t, "sgdlab.analysis") and not any(_in(m, a) for a in above))
+    assert bad == []
+
+
 def test_config_and_models_do_not_import_each_other_in_a_circle():
     assert offenders("sgdlab.config", ("sgdlab.models", "sgdlab.data", "sgdlab.probes")) == []
 

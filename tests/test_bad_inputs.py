@@ -220,6 +220,13 @@ CLI = [
     ("export-kind", ["export", "{run}", "--to", "comet", "{t}/x"], "kind"),
     ("export-no-to", ["export", "{run}"], "--to"),
     ("demo-store-file", ["--store", "{t}/notes.txt", "demo"], "notes.txt"),
+    ("landscape-unknown-run", ["landscape", "no-such-run", "slice"], "no-such-run"),
+    ("landscape-kind", ["landscape", "{run}", "contour"], "kind"),
+    ("landscape-to-on-slice", ["landscape", "{run}", "slice", "--to", "{run}"], "--to"),
+    ("landscape-interpolate-no-to", ["landscape", "{run}", "interpolate"], "--to"),
+    ("landscape-no-history", ["landscape", "{run}", "trajectory"], "history"),
+    ("landscape-directions-file", ["landscape", "{run}", "slice", "--directions",
+                                   "{t}/notes.txt"], "notes.txt"),
 ]
 
 DATA = [
@@ -432,7 +439,7 @@ def test_the_table_is_large_and_covers_every_category_and_command():
 def test_bad_input(category, case, argv, expected, seeded_store, tmp_path, capsys,
                    monkeypatch):
     for kind in ("tensorboard", "mlflow", "wandb"):  # a destination is checked with its extra
-        if f"{kind}=" in " ".join(argv) or f"'{kind}'" in " ".join(argv):
+        if kind in argv or f"{kind}=" in " ".join(argv) or f"'{kind}'" in " ".join(argv):
             pytest.importorskip(kind)
     source, run_id = seeded_store
     store = tmp_path / "store"

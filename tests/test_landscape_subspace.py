@@ -132,3 +132,56 @@ def test_a_sweep_over_d_uses_one_start_and_the_full_space_run_as_baseline():
     assert (res.d_int, res.baseline) == (again.d_int, again.baseline)
     with pytest.raises(LandscapeError, match="eval_data: needed"):
         subspace_sweep(model, loss_fn, data, [2])
+
+
+def test_the_full_space_baseline_never_builds_a_dense_identity():
+    """P = I is applied as z itself: a 200k-parameter model (an identity of 160 GB) trains
+    as plain SGD, and building that identity explicitly is refused in one line."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(1000, 200), nn.ReLU(), nn.Linear(200, 3))
+    x, y = torch.randn(16, 1000), torch.randint(0, 3, (16,))
+    loss_fn = torch.nn.functional.cross_entropy
+    D = Layout.of(model).dim
+    assert D > 200_000
+    opts = dict(steps=3, lr=0.1, momentum=0.0, batch_size=8, batch_seed=0)
+    run = train_subspace(model, loss_fn, (x, y), D, projection="identity", return_point=True,
+                         **opts)
+    torch.testing.assert_close(run.meta["point"], _plain_sgd(model, loss_fn, (x, y), **opts))
+    with pytest.raises(LandscapeError, match="use projection='sparse'"):
+        projection_matrix(D, D, "identity")
+    with pytest.raises(LandscapeError, match="identity projection needs d"):
+        train_subspace(model, loss_fn, (x, y), 10, projection="identity")
+
+
+def test_a_sparse_projection_and_its_gradient_equal_the_dense_matrix_products():
+    from sgdlab.landscape.subspace import project
+
+    P = projection_matrix(500, 7, "sparse", seed=2, dtype=torch.float64)
+    dense = P.to_dense()
+    z = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(500, dtype=torch.float64)
+    (project(P, z) @ g).backward()
+    torch.testing.assert_close(project(P, z.detach()), dense @ z.detach(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(z.grad, dense.T @ g, rtol=0, atol=1e-13)
+    assert torch.allclose(dense.norm(dim=0), torch.ones(7, dtype=torch.float64))
+
+
+def test_the_sparse_nonzeros_are_independent_bernoulli_entries():
+    """Geometric gaps give every entry probability p, at every row position: the overall
+    density, the density of the first and last rows, and the per-column count's variance
+    D p (1 − p) match within 4 standard errors."""
+    from sgdlab.landscape.subspace import _bernoulli_positions
+
+    D, d, p = 400, 5000, 0.05
+    rows, cols = _bernoulli_positions(D, d, p, torch.Generator().manual_seed(0))
+    mask = torch.zeros(D, d, dtype=torch.bool)
+    mask[rows, cols] = True
+    assert int(mask.sum()) == len(rows)  # no position drawn twice
+    n = D * d
+    assert abs(float(mask.double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+    for part in (mask[:20], mask[-20:]):
+        assert abs(float(part.double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / part.numel())
+    counts = mask.sum(0).double()
+    var = D * p * (1 - p)
+    assert abs(float(counts.var()) - var) < 4 * var * math.sqrt(2 / (d - 1))

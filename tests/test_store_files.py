@@ -159,3 +159,18 @@ def test_json_round_trip(run):
         run.write_json("config", {})
     with pytest.raises(StoreError, match=f"run '{run.id}' has no file absent.json"):
         run.read_json("absent")
+
+
+def test_arrays_are_compressed(run):
+    """Array files are deflated (np.savez_compressed's format): a compressible array takes
+    a fraction of its bytes, and np.load reads it back exactly."""
+    import zipfile
+
+    values = np.repeat(np.arange(100, dtype=np.float32), 1000)  # 400 kB, highly redundant
+    run.save_arrays("history", 7, {"theta": values})
+    path = run.path / "arrays" / "history" / "000000007.npz"
+    with zipfile.ZipFile(path) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert path.stat().st_size < values.nbytes / 20
+    with np.load(path, allow_pickle=False) as f:
+        assert np.array_equal(f["theta"], values)

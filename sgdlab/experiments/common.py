@@ -59,31 +59,37 @@ def fmt_spread(values, fmt: str = ".3g") -> str:
 
 def load_trained(ctx, run_id: str):
     """``(model, data, loss_fn)`` of a finished run rebuilt from its config and its final
-    parameters (``final.safetensors``), on the CPU, model in eval mode."""
-    import torch
+    parameters (``final.safetensors``), on the CPU, model in eval mode
+    (:func:`sgdlab.train.restore.restore`)."""
+    from sgdlab.train.restore import restore
 
-    from sgdlab.config import from_dict
-    from sgdlab.data import load_data
-    from sgdlab.models import build_model
-    from sgdlab.train import make_loss  # the same name before and after losses moved
+    return tuple(restore(ctx.run(run_id)))
 
-    run = ctx.run(run_id)
-    cfg = from_dict(run.config)
-    dtype = getattr(torch, cfg.dtype)
-    data = load_data(cfg.data, cfg.seed, "cpu", dtype)
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to("cpu", dtype)
-    state = run.load_tensors("final")
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
-                           for k, v in state.items()})
-    return model.eval(), data, make_loss(cfg.train.loss)
+
+def cached(ctx, what: str, settings: dict, compute, *, save=None, load=None):
+    """``compute()`` once per ``settings`` (JSON-able, e.g. run ids and options), cached in
+    ``ctx.extra_dir`` as ``<what>-<hash>.json`` (or ``.npz`` with ``save(value, path)`` /
+    ``load(path)``), so rerunning an experiment only re-reads what it computed."""
+    return _cached(Path(ctx.extra_dir), what, settings, compute, save=save, load=load)
+
 
 def cached_json(folder: Path, name: str, params: Any, compute: Callable[[], Any]) -> Any:
     """``compute()``'s JSON-able result, kept in ``folder/<name>-<hash of params>.json``
     (a rerun with the same parameters reads it instead of computing again)."""
+    return _cached(Path(folder), name, params, compute)
+
+
+def _cached(folder: Path, name: str, params: Any, compute: Callable[[], Any], *,
+            save=None, load=None) -> Any:
+    from sgdlab.store.files import read_json, write_json
+
     key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(folder) / f"{name}-{key[:12]}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    out = compute()
-    path.write_text(json.dumps(out))
-    return out
+    path = folder / f"{name}-{key[:12]}.{'npz' if save else 'json'}"
+    if path.is_file():
+        return load(path) if load else read_json(path, name)
+    value = compute()
+    if save:
+        save(value, path)
+    else:
+        write_json(path, value)
+    return value

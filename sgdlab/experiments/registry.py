@@ -12,13 +12,17 @@ from sgdlab.experiments import (
     capacity,
     edge_of_stability,
     escape_times,
+    flat_minima,
+    intrinsic_dimension,
     iterative_inference,
     lr_batch_ratio,
     memorization,
+    mode_connectivity,
     sde_validity,
     sharp_minima_escape,
     sharpest_directions,
     stiffness,
+    tower_of_colanders,
 )
 from sgdlab.experiments.base import Experiment
 
@@ -36,6 +40,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         escape_times.EXPERIMENT,
         sharp_minima_escape.EXPERIMENT,
         sde_validity.EXPERIMENT,
+        mode_connectivity.EXPERIMENT,
+        intrinsic_dimension.EXPERIMENT,
+        tower_of_colanders.EXPERIMENT,
+        flat_minima.EXPERIMENT,
     )
 }
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from sgdlab.landscape.errors import LandscapeError
 from sgdlab.landscape.evaluate import PointEvaluator
 from sgdlab.landscape.layout import Data, Layout, LossFn, Point
-from sgdlab.landscape.storage import load_npz, save_npz
+from sgdlab.landscape.storage import load_npz, pack, save_npz, unpack
 
 
 @dataclass
@@ -99,20 +99,29 @@ class PathValues:
                 "max_loss": float(self.loss[self.inside].max()),
                 "accuracy_drop": self.accuracy_drop}
 
-    def save(self, path) -> None:
-        save_npz(path, {"ts": self.ts, "loss": self.loss, "accuracy": self.accuracy,
-                        "nodes": self.nodes},
-                 {"kind": "path", "path_kind": self.kind, "layout": self.layout.to_json(),
-                  "meta": self.meta, "summary": self.summary()})
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Grid, values and nodes with the metadata (layout, settings, summary) as one dict
+        of arrays (:func:`~sgdlab.landscape.storage.pack`)."""
+        return pack({"ts": self.ts, "loss": self.loss, "accuracy": self.accuracy,
+                     "nodes": self.nodes},
+                    {"kind": "path", "path_kind": self.kind, "layout": self.layout.to_json(),
+                     "meta": self.meta, "summary": self.summary()})
 
     @classmethod
-    def load(cls, path) -> PathValues:
-        arrays, meta = load_npz(path)
+    def from_arrays(cls, payload: dict, where="arrays") -> PathValues:
+        arrays, meta = unpack(payload, where)
         if meta.get("kind") != "path":
-            raise LandscapeError(f"{path}: holds a {meta.get('kind')!r}, not a path")
+            raise LandscapeError(f"{where}: holds a {meta.get('kind')!r}, not a path")
         return cls(meta["path_kind"], arrays["ts"], arrays["loss"], arrays["accuracy"],
                    torch.from_numpy(arrays["nodes"]), Layout.from_json(meta["layout"]),
                    meta["meta"])
+
+    def save(self, path) -> None:
+        save_npz(path, *unpack(self.to_arrays()))
+
+    @classmethod
+    def load(cls, path) -> PathValues:
+        return cls.from_arrays(pack(*load_npz(path)), path)
 
 
 def bernstein(degree: int, ts: Tensor) -> Tensor:

@@ -32,7 +32,7 @@ from sgdlab.landscape.directions import (
 from sgdlab.landscape.errors import LandscapeError
 from sgdlab.landscape.evaluate import PointEvaluator
 from sgdlab.landscape.layout import Data, Layout, LossFn, Point, fixed_subset
-from sgdlab.landscape.storage import load_npz, save_npz
+from sgdlab.landscape.storage import load_npz, pack, save_npz, unpack
 
 
 @dataclass
@@ -51,24 +51,33 @@ class Slice:
         """(m, k) grid coordinates in the order of ``loss.reshape(-1)``."""
         return grid_coordinates(self.axes)
 
-    def save(self, path) -> None:
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Values, center, directions and axes with the metadata (layout, recipes, settings)
+        as one dict of arrays (:func:`~sgdlab.landscape.storage.pack`)."""
         arrays = {"center": self.center, "directions": self.directions.vectors,
                   "loss": self.loss, "accuracy": self.accuracy}
         arrays.update({f"axis_{i}": a for i, a in enumerate(self.axes)})
         meta = {"kind": "slice", "layout": self.directions.layout.to_json(),
                 "recipes": self.directions.recipes, "meta": self.meta}
-        save_npz(path, arrays, meta)
+        return pack(arrays, meta)
 
     @classmethod
-    def load(cls, path) -> Slice:
-        arrays, meta = load_npz(path)
+    def from_arrays(cls, payload: dict, where="arrays") -> Slice:
+        arrays, meta = unpack(payload, where)
         if meta.get("kind") != "slice":
-            raise LandscapeError(f"{path}: holds a {meta.get('kind')!r}, not a slice")
+            raise LandscapeError(f"{where}: holds a {meta.get('kind')!r}, not a slice")
         layout = Layout.from_json(meta["layout"])
         dirs = Directions(torch.from_numpy(arrays["directions"]), layout, meta["recipes"])
         axes = [arrays[f"axis_{i}"] for i in range(len(dirs))]
         return cls(torch.from_numpy(arrays["center"]), dirs, axes, arrays["loss"],
                    arrays["accuracy"], meta["meta"])
+
+    def save(self, path) -> None:
+        save_npz(path, *unpack(self.to_arrays()))
+
+    @classmethod
+    def load(cls, path) -> Slice:
+        return cls.from_arrays(pack(*load_npz(path)), path)
 
 
 def grid_coordinates(axes: Sequence[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ from sgdlab.probes.residual import ResidualInference
 from sgdlab.probes.runner import ProbeRunner
 from sgdlab.probes.sharpest import SharpestProbe
 from sgdlab.probes.stiffness import Stiffness
+from sgdlab.probes.trajectory import Trajectory
 from sgdlab.probes.weights import Weights
 
 PROBES: dict[str, type[Probe]] = {
@@ -31,6 +32,7 @@ PROBES: dict[str, type[Probe]] = {
         Stiffness,
         ResidualInference,
         Weights,
+        Trajectory,
     )
 }
 

@@ -1,6 +1,6 @@
 """Figures and HTML reports that read only from the store."""
 
-from sgdlab.report import probe_figures  # noqa: F401  (registers the probe figures)
+from sgdlab.report import landscape_figures, probe_figures  # noqa: F401  (register figures)
 from sgdlab.report.figures import FIGURES, RunView, register_figure
 from sgdlab.report.html import write_report
 

@@ -97,9 +97,12 @@ def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
 
 
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:
-    """An ``.npz`` readable by ``np.load(allow_pickle=False)``; any string keys."""
+    """A compressed ``.npz`` (deflate, as ``np.savez_compressed``) readable by
+    ``np.load(allow_pickle=False)``; any string keys. Level 1: parameter vectors shrink by
+    ~8% (float32 weights are nearly incompressible) at ~50 ms a MB; small arrays much more."""
     converted = {str(k): _to_numpy(v, str(k), path) for k, v in arrays.items()}
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                                                   compresslevel=1, allowZip64=True) as zf:
         for key, array in converted.items():
             with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, array, allow_pickle=False)
