@@ -90,8 +90,6 @@ def canonical_json(obj: Any) -> str:
 NOT_IDENTITY = ("trackers",)  # config keys that do not change the trajectory
 # fields added to the config after stores were written: at these values they hash as if
 # absent, so the runs of an older store still match their configs (a sweep skips them)
-# keys added after runs were stored, at the value every older run had: a config that holds
-# one at that value hashes as if it lacked it, so an older store's sweep still skips its runs
 ABSENT_AT = {("data", "options"): {}, ("model", "options"): {},
              ("train", "eval_epochs"): 1, ("train", "eval_splits"): ["train", "test"],
              ("train", "input_noise"): 0.0}
