@@ -12,18 +12,13 @@ report only reads what this package stored. ``sgdlab landscape RUN ...`` is its 
 import torch.
 """
 
-from importlib import import_module
+from sgdlab.lazy import lazy_names
 
 _EXPORTS = {
-    "HistorySize": "landscape", "Written": "landscape", "evaluation_data": "landscape",
-    "history": "landscape", "history_size": "landscape", "interpolate_runs": "landscape",
-    "slice_run": "landscape", "trajectory_run": "landscape",
-    "add_landscape_commands": "cli",
+    "HistorySize": ".landscape", "Written": ".landscape", "evaluation_data": ".landscape",
+    "history": ".landscape", "history_size": ".landscape", "interpolate_runs": ".landscape",
+    "slice_run": ".landscape", "trajectory_run": ".landscape",
+    "add_landscape_commands": ".cli",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"sgdlab.analysis.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'sgdlab.analysis' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _EXPORTS)

@@ -8,20 +8,15 @@
 its instance; :func:`register` adds one's own.
 """
 
-from importlib import import_module
+from sgdlab.lazy import lazy_names
 
 _EXPORTS = {
-    "AnalysisContext": "base", "Check": "base", "Experiment": "base",
-    "ExperimentResult": "base", "build_configs": "base", "verdict": "base",
-    "EXPERIMENTS": "registry", "get_experiment": "registry", "register": "registry",
-    "format_checks": "runner", "run_experiment": "runner",
+    "AnalysisContext": ".base", "Check": ".base", "Experiment": ".base",
+    "ExperimentResult": ".base", "build_configs": ".base", "verdict": ".base",
+    "EXPERIMENTS": ".registry", "get_experiment": ".registry", "register": ".registry",
+    "format_checks": ".runner", "run_experiment": ".runner",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Names load their module on first use, so that ``sgdlab --help`` imports neither the
-    experiments nor pandas."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"sgdlab.experiments.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'sgdlab.experiments' has no attribute {name!r}")
+# names load their module on first use: `sgdlab --help` imports neither the experiments
+# nor pandas
+__getattr__ = lazy_names(__name__, _EXPORTS)

@@ -12,21 +12,16 @@ Modules: :mod:`~sgdlab.sweep.grid` (file format, expansion, validation),
 Names are imported lazily so that ``sgdlab --help`` does not import torch.
 """
 
-from importlib import import_module
+from sgdlab.lazy import lazy_names
 
 _EXPORTS = {
-    "Sweep": "grid", "expand_grid": "grid", "load_grid": "grid", "make_sweep": "grid",
-    "SweepResult": "execute", "Task": "executors", "plan_sweep": "execute",
-    "run_sweep": "execute", "make_executor": "execute", "Ensemble": "ensemble",
-    "Executor": "executors", "InProcess": "executors", "WorkerProcesses": "executors",
-    "Outcome": "executors",
-    "sweep_table": "query", "sweep_curves": "query", "swept_keys": "query",
-    "add_sweep_commands": "cli",
+    "Sweep": ".grid", "expand_grid": ".grid", "load_grid": ".grid", "make_sweep": ".grid",
+    "SweepResult": ".execute", "Task": ".executors", "plan_sweep": ".execute",
+    "run_sweep": ".execute", "make_executor": ".execute", "Ensemble": ".ensemble",
+    "Executor": ".executors", "InProcess": ".executors", "WorkerProcesses": ".executors",
+    "Outcome": ".executors",
+    "sweep_table": ".query", "sweep_curves": ".query", "swept_keys": ".query",
+    "add_sweep_commands": ".cli",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"sgdlab.sweep.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'sgdlab.sweep' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _EXPORTS)

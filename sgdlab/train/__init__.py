@@ -5,23 +5,19 @@ whether or not the package has been imported."""
 
 import sys
 import types
-from importlib import import_module
+
+from sgdlab.lazy import lazy_names
 
 _EXPORTS = {
-    "Trainer": "sgdlab.train.loop", "train": "sgdlab.train.loop",
-    "resume": "sgdlab.train.loop", "validate": "sgdlab.train.validate",
+    "Trainer": ".loop", "train": ".loop",
+    "resume": ".loop", "validate": ".validate",
     "evaluate": "sgdlab.evaluation", "loss_and_accuracy": "sgdlab.evaluation",
     "make_loss": "sgdlab.losses", "per_example_loss": "sgdlab.losses",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Names load their module (and torch) on first use: ``sgdlab.train.environment``
-    alone, which ``sgdlab show`` reads, imports no torch."""
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'sgdlab.train' has no attribute {name!r}")
+# names load their module (and torch) on first use: `sgdlab.train.environment` alone,
+# which `sgdlab show` reads, imports no torch
+__getattr__ = lazy_names(__name__, _EXPORTS)
 
 
 class _TrainModule(types.ModuleType):
