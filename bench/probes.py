@@ -52,15 +52,20 @@ def config(args, probes: list[dict]):
     })
 
 
-def plain_loop(cfg) -> float:
-    """The same training in a hand-written PyTorch loop (no evaluation, no logging)."""
+def plain_setup(cfg):
+    """(device, data, model, SGD optimizer, loss) of a hand-written loop for ``cfg``."""
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available()
                           else "cpu")
     data = load_data(cfg.data, cfg.seed, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
-    loss_fn = make_loss("cross_entropy")
+    return device, data, model, opt, make_loss("cross_entropy")
+
+
+def plain_loop(cfg) -> float:
+    """The same training in a hand-written PyTorch loop (no evaluation, no logging)."""
+    device, data, model, opt, loss_fn = plain_setup(cfg)
     sync(device)
     t0 = time.perf_counter()
     for epoch in range(cfg.train.epochs):
@@ -86,13 +91,7 @@ def timed_run(cfg, root: Path) -> tuple[float, str]:
 def tracking(args, every: int) -> list[dict]:
     """lambda_max every ``every`` SGD steps: cold and warm at tol 1e-3 and 1e-2."""
     cfg = config(args, [])
-    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available()
-                          else "cpu")
-    data = load_data(cfg.data, cfg.seed, device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
-    loss_fn = make_loss("cross_entropy")
+    device, data, model, opt, loss_fn = plain_setup(cfg)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17)  # as ProbeContext.subset
     sub = torch.randperm(data.n_train, generator=g)[: args.probe_n].to(device)
     probe = (data.x_train[sub], data.y_train[sub])
