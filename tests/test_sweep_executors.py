@@ -67,6 +67,80 @@ def test_a_worker_killed_mid_run_is_reported_killed_and_its_run_resumes(store, t
 
 
 
+MAIN_WITHOUT_TORCH = """
+import sys
+from sgdlab.cli import main
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    print("torch imported here:", "torch" in sys.modules)
+    sys.exit(code)
+"""
+
+
+def test_a_sweep_on_workers_never_imports_torch_in_its_own_process(tmp_path):
+    import subprocess
+    import sys
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "s"\n[base]\n{_toml_tables(TINY)}[product]\n'
+                    '"optim.lr" = [0.05, 0.1]\n')
+    script = tmp_path / "sweep_main.py"
+    script.write_text(MAIN_WITHOUT_TORCH)
+    out = subprocess.run([sys.executable, str(script), "-q", "--store", str(tmp_path / "st"),
+                          "sweep", str(grid), "--workers", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "2 finished" in out.stdout and "torch imported here: False" in out.stdout
+    from sgdlab.store import Store
+
+    runs = Store(tmp_path / "st").run_records(group="s")
+    assert [r["status"] for r in runs] == ["finished"] * 2
+    assert [r["config"]["optim.lr"] for r in runs] == [0.05, 0.1]
+
+
+def _toml_tables(base: dict) -> str:
+    import json
+
+    return "".join(f"[base.{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                for k, v in table.items())
+                   for name, table in base.items())
+
+
+def test_a_worker_validates_a_grid_as_this_process_would(store, tmp_path):
+    """The same configs, or the same one-line error, as validation here, for errors in a
+    swept field, in a registry name and in the base alone; a point that is fine comes back
+    validated (not checked again where it trains)."""
+    import pytest
+
+    from sgdlab.errors import ConfigError
+    from sgdlab.sweep.grid import make_sweep
+
+    grids = [
+        {"product": {"optim.lr": [0.1, -1.0]}},
+        {"product": {"model.name": ["mlp", "nosuch"]}},
+        {"product": {"optim.lr": [0.1, 0.2]}, "probes": [{"name": "nosuch"}]},
+        {"product": {"optim.lr": [0.1, 0.2]}, "train": {"epochs": 0}},
+    ]
+    workers = WorkerProcesses(1, threads=1)
+    workers.start(store)
+    try:
+        for grid in grids:
+            base = {**TINY, **{k: v for k, v in grid.items() if k != "product"}}
+            full = {"name": "s", "base": base, "product": grid["product"]}
+            with pytest.raises(ConfigError) as here:
+                make_sweep(full)
+            with pytest.raises(ConfigError) as there:
+                make_sweep(full, validate=workers.validate)
+            assert str(there.value) == str(here.value)
+        good = make_sweep({"name": "s", "base": TINY, "product": {"optim.lr": [0.1, 0.2]}},
+                          validate=workers.validate)
+        assert [c.optim.lr for c in good.configs] == [0.1, 0.2]
+        assert all(c.__dict__.get("_validated") == c.to_json() for c in good.configs)
+    finally:
+        workers.close()
+
+
 def test_runs_of_one_process_share_a_loaded_dataset(store):
     from conftest import small_config
 

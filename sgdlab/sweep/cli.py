@@ -35,7 +35,8 @@ def _sweep(args, store, executor) -> int:
     from sgdlab.sweep.grid import load_grid
 
     tracks = [dataclasses.asdict(parse_track(t)) for t in args.track]
-    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])])
+    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])],
+                      validate=getattr(executor, "validate", None))  # workers: not here
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
         print(f"sweep {sweep.name}: {len(tasks)} points (group {sweep.name!r} in {store.root})")

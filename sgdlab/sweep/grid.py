@@ -38,13 +38,16 @@ import itertools
 import json
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sgdlab.config import RunConfig, apply_overrides, from_dict, parse_override, read_config_file
 from sgdlab.errors import ConfigError
-from sgdlab.train.validate import validate
+
+# Validates configs at once: per config, the validated config or its error message.
+Validator = Callable[[list[RunConfig]], list["RunConfig | str"]]
 
 GRID_KEYS = ("name", "base", "seeds", "product", "zip")
 RESERVED = ("name", "group")  # set by the sweep, never swept
@@ -76,12 +79,14 @@ class _Axis:
         return f"seeds[{i}]" if self.label == "seeds" else f"{self.label}.{key}[{i}]"
 
 
-def load_grid(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Sweep:
-    """Read a TOML grid file and expand it (see the module docstring)."""
+def load_grid(path: str | Path, overrides: list[str] | dict[str, Any] | None = None,
+              validate: Validator | None = None) -> Sweep:
+    """Read a TOML grid file and expand it (see the module docstring; ``validate``: as in
+    :func:`make_sweep`)."""
     path = Path(path)
     grid = read_config_file(path, "grid")
     grid.setdefault("name", _UNSAFE.sub("_", path.stem).strip(".-") or "sweep")
-    return make_sweep(grid, path.parent, overrides, source=str(path))
+    return make_sweep(grid, path.parent, overrides, source=str(path), validate=validate)
 
 
 def expand_grid(grid: dict, base_dir: str | Path = ".",
@@ -93,8 +98,14 @@ def expand_grid(grid: dict, base_dir: str | Path = ".",
 
 def make_sweep(grid: dict, base_dir: str | Path = ".",
                overrides: list[str] | dict[str, Any] | None = None,
-               source: str = "grid") -> Sweep:
-    """Like :func:`expand_grid`, returning the whole :class:`Sweep`."""
+               source: str = "grid", validate: Validator | None = None) -> Sweep:
+    """Like :func:`expand_grid`, returning the whole :class:`Sweep`.
+
+    ``validate`` checks the points' configs at once (default: in this process, by
+    :func:`sgdlab.train.validate.validate_configs`, which imports torch and the registries);
+    a sweep on worker processes passes theirs, so that only the workers import torch."""
+    if validate is None:
+        from sgdlab.train.validate import validate_configs as validate
     def fail(msg: str) -> typing.NoReturn:
         raise ConfigError(f"{source}: {msg}")
 
@@ -114,7 +125,7 @@ def make_sweep(grid: dict, base_dir: str | Path = ".",
         base = apply_overrides(base, {key: value})
 
     short = _short_names(list(swept))
-    configs, points, seen = [], [], {}
+    expanded = []  # (point, where, its config or the error message of its fields)
     for combo in itertools.product(*(range(len(a.values)) for a in axes)):
         point, where = {}, {}
         for axis, i in zip(axes, combo):
@@ -123,9 +134,17 @@ def make_sweep(grid: dict, base_dir: str | Path = ".",
         run_name = _run_name(name, [(short[k], v) for k, v in point.items()])
         data = apply_overrides(base, {**point, "name": run_name, "group": name})
         try:
-            cfg = validate(from_dict(data))
+            expanded.append((point, where, from_dict(data)))
         except ConfigError as exc:
-            fail(_attribute(str(exc), where, point, base))
+            expanded.append((point, where, str(exc)))
+    parsed = [c for *_, c in expanded if isinstance(c, RunConfig)]
+    checked = iter(validate(parsed) if parsed else [])
+    configs, points, seen = [], [], {}
+    for point, where, cfg in expanded:
+        if isinstance(cfg, RunConfig):
+            cfg = next(checked)
+        if isinstance(cfg, str):
+            fail(_attribute(cfg, where, point, base, validate))
         key = json.dumps({**cfg.to_dict(), "name": ""}, sort_keys=True)
         if key in seen:
             fail(f"points {seen[key]} and {len(configs)} are the same run "
@@ -256,7 +275,8 @@ def _check_field(key: str, where: str, fail) -> None:
         cls = known[part]
 
 
-def _attribute(msg: str, where: dict[str, str], point: dict[str, Any], base: dict) -> str:
+def _attribute(msg: str, where: dict[str, str], point: dict[str, Any], base: dict,
+               validate: Validator) -> str:
     """Rewrite ``optim.lr: must be > 0`` as ``product.optim.lr[2]: must be > 0``; name the
     point when the error comes from it but not from a swept field (``optim.nesterov``)."""
     field_name, sep, rest = msg.partition(":")
@@ -265,10 +285,11 @@ def _attribute(msg: str, where: dict[str, str], point: dict[str, Any], base: dic
             return f"{label}{field_name[len(key):]}:{rest}" if sep else msg
     if not any(key in msg for key in point):
         try:
-            validate(from_dict(base))
+            alone = validate([from_dict(base)])[0]
         except ConfigError as exc:
-            if str(exc) == msg:  # the base (file, inline fields, --set) alone is wrong
-                return msg
+            alone = str(exc)
+        if alone == msg:  # the base (file, inline fields, --set) alone is wrong
+            return msg
     return msg + (f" (at {_describe(point)})" if point else "")
 
 

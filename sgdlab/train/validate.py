@@ -35,6 +35,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def validate_configs(configs: list[RunConfig]) -> list[RunConfig | str]:
+    """Per config, the validated config or its ConfigError's message (a sweep validates
+    its points at once, in the process that will train them: see
+    :meth:`sgdlab.sweep.executors.WorkerProcesses.validate`)."""
+    out: list[RunConfig | str] = []
+    for cfg in configs:
+        try:
+            out.append(validate(cfg))
+        except ConfigError as exc:
+            out.append(str(exc))
+    return out
+
+
 def check_user_code(cfg: RunConfig, model: torch.nn.Module, data) -> None:
     """A model or loss given by import path, tried on two training examples before the run
     is created: outputs ``(2, n_outputs)``, one finite loss per example. Runs in eval mode,
