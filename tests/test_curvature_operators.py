@@ -11,6 +11,7 @@ from sgdlab.curvature import (
     OPERATORS,
     CovarianceOperator,
     CurvatureOptions,
+    DenseOperator,
     GGNOperator,
     HessianOperator,
     curvature_operator,
@@ -63,6 +64,32 @@ def test_hvp_backends_equal_dense_hessian(name, backend):
                              **c.options)
         assert rel_err(op.matmat(V), V @ H) < TOL
         assert op.products == 3
+
+
+@pytest.mark.parametrize("backend", ["graph", "recompute", "func"])
+def test_products_written_into_a_given_block_equal_new_ones(backend):
+    """``matmat(V, out=)`` (what Lanczos uses to write A q straight into its stored
+    products) fills ``out`` with the same numbers, for every backend, a user's subclass
+    (its own ``_matmat``) and a dense matrix; a block of the wrong shape is refused."""
+
+    class Shifted(HessianOperator):
+        def _matmat(self, V):
+            return super()._matmat(V) + 2 * V
+
+    c = make_case("mlp_ce")
+    H = reference("mlp_ce")
+    V = probe_block(H.shape[0])
+    eye = torch.eye(H.shape[0], dtype=H.dtype)
+    for op, want in [(HessianOperator(c.model, c.loss_fn, c.data, backend=backend,
+                                      **c.options), V @ H),
+                     (Shifted(c.model, c.loss_fn, c.data, backend=backend, **c.options),
+                      V @ (H + 2 * eye)),
+                     (DenseOperator(H), V @ H)]:
+        out = torch.full_like(V, float("nan"))
+        assert op.matmat(V, out=out) is out
+        assert torch.equal(out, op.matmat(V)) and rel_err(out, want) < TOL
+        with pytest.raises(ValueError, match="out has shape"):
+            op.matmat(V, out=out[:2])
 
 
 def test_auto_backend_picks_graph_when_it_fits_and_recompute_when_not():

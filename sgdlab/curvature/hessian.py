@@ -39,14 +39,15 @@ BACKENDS = ("auto", "graph", "recompute", "func")
 
 
 def _second_backward(
-    grads: list[Tensor], leaves: tuple[Tensor, ...], vs: list[Tensor], retain: bool, batched: bool
+    grads: list[Tensor], leaves: tuple[Tensor, ...], vs: list[Tensor], retain: bool,
+    batched: bool, out: Tensor | None = None,
 ) -> Tensor:
-    """Σ_j ∇_θ (g_j · v_j) for rows of a block: returns (m, P), written in place (no
-    concatenation copies: at small batches a product costs little more than a few
-    passes over P numbers)."""
+    """Σ_j ∇_θ (g_j · v_j) for rows of a block: returns (m, P), written in place into
+    ``out`` or a new tensor (no concatenation copies: at small batches a product costs
+    little more than a few passes over P numbers)."""
     m = vs[0].shape[0]
     sizes = [p.numel() for p in leaves]
-    out = leaves[0].new_empty(m, sum(sizes))
+    out = leaves[0].new_empty(m, sum(sizes)) if out is None else out
     if not grads:
         return out.zero_()
     parts = out.split(sizes, dim=1)
@@ -140,15 +141,23 @@ class HessianOperator(ModelOperator):
         self._graph = None
 
     def _matmat(self, V: Tensor) -> Tensor:
+        return self._product(V)
+
+    def _matmat_into(self, V: Tensor, out: Tensor) -> Tensor:
+        if type(self)._matmat is not HessianOperator._matmat:  # a subclass's own product
+            return out.copy_(self._matmat(V))
+        return self._product(V, out)
+
+    def _product(self, V: Tensor, out: Tensor | None = None) -> Tensor:
         vs = self.fn.unflatten(V)
         if self.backend == "graph":
             if self._graph is None:
                 raise RuntimeError("HessianOperator: the retained graph was freed")
             leaves, grads, keep = self._graph
-            return _second_backward(grads, leaves, [vs[j] for j in keep], True, self.batched)
-        if self.backend == "recompute":
-            return self._recompute(vs)
-        return self._func(vs)
+            return _second_backward(grads, leaves, [vs[j] for j in keep], True, self.batched,
+                                    out)
+        hv = self._recompute(vs) if self.backend == "recompute" else self._func(vs)
+        return hv if out is None else out.copy_(hv)
 
     def _recompute(self, vs: list[Tensor]) -> Tensor:
         fn = self.fn

@@ -105,13 +105,20 @@ def residual_scale(theta: np.ndarray, norm: float) -> np.ndarray:
 def symmetric_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a small symmetric matrix (LAPACK syevr through SciPy).
 
-    SciPy's syevr stays fast when torch's CPU threads are busy, unlike numpy/torch eigh.
-    (Imported here: scipy.linalg costs ~0.6 s, paid by every training run that imports the
-    probes, most of which never run Lanczos.)
+    SciPy's syevr stays fast when torch's CPU threads are busy, unlike numpy/torch eigh;
+    called directly, without ``scipy.linalg.eigh``'s checks (a third of its time at the
+    sizes Lanczos sees). Imported here: scipy.linalg costs ~0.6 s, paid by every training
+    run that imports the probes, most of which never run Lanczos.
     """
-    import scipy.linalg
+    from scipy.linalg import lapack
 
-    return scipy.linalg.eigh(H, driver="evr", check_finite=False)
+    if H.shape[0] == 0:
+        return np.zeros(0), np.zeros((0, 0))
+    w, v, m, _, info = lapack.dsyevr(np.asarray(H, dtype=np.float64), compute_v=1, range="A",
+                                      lower=1)
+    if info != 0 or m != H.shape[0]:
+        raise np.linalg.LinAlgError(f"dsyevr failed (info {info}) on a {H.shape} matrix")
+    return w, v
 
 
 def check_which(which: str) -> None:
@@ -138,7 +145,8 @@ DGKS = 0.5 ** 0.5  # a second Gram-Schmidt pass only when the first cancelled mo
 
 
 def orthonormalize(
-    W: Tensor, basis: Tensor, gen: torch.Generator, replace: bool = True, floor: float = 0.0
+    W: Tensor, basis: Tensor, gen: torch.Generator, replace: bool = True, floor: float = 0.0,
+    norms: np.ndarray | None = None, out: Tensor | None = None,
 ) -> tuple[Tensor, np.ndarray]:
     """Gram–Schmidt of the rows of W against ``basis`` rows and each other, twice where
     the first pass cancelled more than 1 − 1/√2 of a row's norm (the Daniel–Gragg–Kaufman–
@@ -148,20 +156,23 @@ def orthonormalize(
     components along ``basis``. A row whose remainder is at most 1e3 eps times the largest
     row, or at most ``floor``, is dependent: it gets R_ii = 0 and, if ``replace``, a random
     unit direction orthogonal to everything (else it is dropped).
-    b' = min(b, P − len(basis)) rows at most.
+    b' = min(b, P − len(basis)) rows at most. ``norms``: the rows' norms, if known;
+    ``out``: (b, P) rows to write Q into (at small sizes every pass over P counts).
     """
     b, dim = W.shape
     room = dim - basis.shape[0]
+    out = W.new_empty(b, dim) if out is None else out
     rows: list[Tensor] = []
     R = np.zeros((b, b))
-    scale = float(W.norm(dim=1).max()) if b else 0.0
+    norms = W.norm(dim=1).double().cpu().numpy() if norms is None else norms
+    scale = float(norms.max()) if b else 0.0
     tiny = max(1e3 * torch.finfo(W.dtype).eps * max(scale, 1e-300), floor)
     for i in range(b):
         w = W[i]
-        before = float(w.norm())
+        before = float(norms[i])
         for _ in range(2):
-            if basis.shape[0]:
-                w = w - (basis @ w) @ basis
+            if basis.shape[0]:  # w − Bᵀ(B w), one fused pass
+                w = torch.addmv(w, basis.T, basis @ w, alpha=-1)
             for r, q in enumerate(rows):
                 c = float(q @ w)
                 R[r, i] += c
@@ -172,7 +183,7 @@ def orthonormalize(
             before = nrm
         if nrm > tiny:
             R[len(rows), i] = nrm
-            rows.append(w / nrm)
+            rows.append(torch.div(w, nrm, out=out[len(rows)]))
             continue
         if not replace or basis.shape[0] + len(rows) >= dim:
             continue
@@ -184,11 +195,10 @@ def orthonormalize(
                 for q in rows:
                     z = z - (q @ z) * q
             if float(z.norm()) > 1e-3 * float(torch.linalg.vector_norm(z, ord=float("inf"))):
-                rows.append(z / z.norm())
+                rows.append(torch.div(z, z.norm(), out=out[len(rows)]))
                 break
-    Q = torch.stack(rows) if rows else W.new_zeros(0, dim)
     keep = min(len(rows), room)
-    return Q[:keep], R[:keep]
+    return out[:keep], R[:keep]
 
 
 def default_max_basis(k: int, b: int, dim: int, itemsize: int, device: torch.device) -> int:
@@ -298,6 +308,8 @@ class _Search:
         self.used = self.steps = 0
         self.last_complete: np.ndarray | None = None  # values of the last complete sweep
         self.cold = True  # a random start block (no ``init``)
+        self.W_norms = np.zeros(0)  # the rows' norms of the last step's W
+        self._ritz: tuple | None = None  # (state, Y, residuals) of the last true_residuals
 
     # --- merged view: locked pairs, then the current sweep's Ritz pairs -----------------
     def values(self) -> np.ndarray:
@@ -317,11 +329,18 @@ class _Search:
         return _as_tensor(coef, self.op.dtype, self.op.device)
 
     def true_residuals(self, idx: np.ndarray) -> np.ndarray:
-        """‖A y − θ y‖ / max(|θ|, floor) of merged pairs, from the stored products."""
+        """‖A y − θ y‖ / max(|θ|, floor) of merged pairs, from the stored products. The
+        pairs' vectors Y are kept for :meth:`result` (a stop right after this test asks
+        for the same pairs: two (k, j)·(j, P) products saved)."""
+        key = (self.steps, self.j, self.L, len(self.theta), tuple(idx), self.norm)
+        if self._ritz is not None and self._ritz[0] == key:
+            return self._ritz[2]
         coef, theta = self.coefficients(idx), self.values()[idx]
         Y, AY = coef @ self.V[: self.j], coef @ self.AV[: self.j]
-        r = AY - _as_tensor(theta, Y.dtype, Y.device)[:, None] * Y
-        return r.norm(dim=1).double().cpu().numpy() / residual_scale(theta, self.norm)
+        AY -= _as_tensor(theta, Y.dtype, Y.device)[:, None] * Y
+        res = AY.norm(dim=1).double().cpu().numpy() / residual_scale(theta, self.norm)
+        self._ritz = (key, Y, res)
+        return res
 
     def strictly_better(self, theta: np.ndarray, ref: float) -> np.ndarray:
         """Which of ``theta`` rank before ``ref`` by more than the tolerance."""
@@ -336,7 +355,8 @@ class _Search:
             self.step(Q)
             if self.j < dim:
                 floor = BREAKDOWN * self.eps * self.norm
-                Q, R = orthonormalize(self.W, self.V[: self.j], self.gen, floor=floor)
+                Q, R = orthonormalize(self.W, self.V[: self.j], self.gen, floor=floor,
+                                      norms=self.W_norms, out=self.V[self.j : self.j + self.b])
                 n = len(self.theta)
                 self.C = np.zeros((Q.shape[0], n))
                 self.C[:, n - R.shape[1] :] = R
@@ -369,25 +389,36 @@ class _Search:
         return Q
 
     def step(self, Q: Tensor) -> None:
-        """Multiply the pending block, extend the current sweep, Rayleigh–Ritz on it."""
+        """Multiply the pending block, extend the current sweep, Rayleigh–Ritz on it.
+
+        Q is stored as basis rows j0.. (it usually is already: :func:`orthonormalize`
+        writes it there) and A Q straight into AV's rows; W = AQ − M Q − C V is one fused
+        product over the coupled rows. ‖AQ_i‖² = ‖W_i‖² + ‖(M, C)_i‖² up to rounding (W is
+        orthogonal to those rows), so the estimate of ‖A‖ needs no pass of its own."""
         dt, dev = self.op.dtype, self.op.device
-        AQ = self.op.matmat(Q)
-        self.used += Q.shape[0]
+        b, j0 = Q.shape[0], self.j
+        j1 = j0 + b
+        if Q.data_ptr() != self.V[j0].data_ptr():
+            self.V[j0:j1] = Q
+        Q = self.V[j0:j1]
+        AQ = self.op.matmat(Q, out=self.AV[j0:j1])
+        self.used += b
         self.steps += 1
-        self.norm = max(self.norm, float(AQ.norm(dim=1).max()))
         M = (Q @ AQ.T).double().cpu().numpy()
         M = 0.5 * (M + M.T)
-        W = AQ - _as_tensor(M, dt, dev) @ Q
+        coef, c0 = M, j0
         if self.j > self.L:  # the coupling to the sweep: only its nonzero columns (the
             # previous block, until a thick restart fills them)
             cols = np.flatnonzero(np.any(self.C != 0, axis=0))
             if cols.size:
                 c0 = self.L + int(cols[0])
-                W = W - _as_tensor(self.C[:, cols[0]:], dt, dev) @ self.V[c0 : self.j]
-        self.W = W
+                coef = np.hstack([self.C[:, cols[0]:], M])
+        self.W = torch.addmm(AQ, _as_tensor(coef, dt, dev), self.V[c0:j1], alpha=-1)
+        self.W_norms = self.W.norm(dim=1).double().cpu().numpy()
+        row_norms = np.sqrt(self.W_norms**2 + (coef**2).sum(1))
+        self.norm = max(self.norm, float(row_norms.max()))
         self.H = np.block([[self.H, self.C.T], [self.C, M]])
-        j0, self.j = self.j, self.j + Q.shape[0]
-        self.V[j0 : self.j], self.AV[j0 : self.j] = Q, AQ
+        self.j = j1
         self.theta, self.S = symmetric_eigh(self.H)
 
     def estimate(self) -> None:
@@ -408,7 +439,9 @@ class _Search:
         if bool(np.all(self.est <= self.tol)):
             return True
         vals = self.values()[self.wanted()]
-        coupling = float(np.linalg.norm(self.C, 2)) if self.C.size else 0.0
+        # ‖C‖₂; one row (single-vector Lanczos): its Euclidean norm, without an SVD
+        coupling = (0.0 if not self.C.size else float(np.linalg.norm(self.C)) if
+                    self.C.shape[0] == 1 else float(np.linalg.norm(self.C, 2)))
         return coupling <= max(
             self.tol * float(residual_scale(vals, self.norm).min()), NEAR_INVARIANT * self.norm
         )
@@ -506,7 +539,8 @@ class _Search:
             converged = torch.cat([converged, torch.zeros(k - m, dtype=torch.bool)])
         vectors = None
         if return_vectors and m == k:
-            vectors = self.coefficients(sel) @ self.V[: self.j]
+            vectors = self._ritz[1] if self._ritz is not None else (
+                self.coefficients(sel) @ self.V[: self.j])
         return EigResult(
             values=out_values,
             vectors=vectors,

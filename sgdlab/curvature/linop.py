@@ -65,14 +65,21 @@ class LinearOperator:
     def _matmat(self, V: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def matmat(self, V: Tensor) -> Tensor:
-        """A V for a block of row vectors V (m, P); counts m products."""
+    def _matmat_into(self, V: Tensor, out: Tensor) -> Tensor:
+        """A V written into ``out``; operators that can fill it directly override this."""
+        return out.copy_(self._matmat(V))
+
+    def matmat(self, V: Tensor, out: Tensor | None = None) -> Tensor:
+        """A V for a block of row vectors V (m, P); counts m products. With ``out`` (m, P),
+        the result is written there (and returned)."""
         if V.ndim != 2 or V.shape[1] != self.dim:
             raise ValueError(f"matmat expects a (m, {self.dim}) block, got {tuple(V.shape)}")
+        if out is not None and out.shape != V.shape:
+            raise ValueError(f"matmat: out has shape {tuple(out.shape)}, V {tuple(V.shape)}")
         V = V.to(device=self.device, dtype=self.dtype)
         self.products += V.shape[0]
         with full_precision(self.device):
-            return self._matmat(V)
+            return self._matmat(V) if out is None else self._matmat_into(V, out)
 
     def matvec(self, v: Tensor) -> Tensor:
         """A v for one vector v (P,)."""
