@@ -398,8 +398,9 @@ class _Search:
         dt, dev = self.op.dtype, self.op.device
         b, j0 = Q.shape[0], self.j
         j1 = j0 + b
-        if Q.data_ptr() != self.V[j0].data_ptr():
-            self.V[j0:j1] = Q
+        if Q.data_ptr() != self.V[j0].data_ptr():  # a fresh block, or moved by a restart
+            shared = Q.untyped_storage().data_ptr() == self.V.untyped_storage().data_ptr()
+            self.V[j0:j1] = Q.clone() if shared else Q  # rows may overlap their new place
         Q = self.V[j0:j1]
         AQ = self.op.matmat(Q, out=self.AV[j0:j1])
         self.used += b
