@@ -137,6 +137,14 @@ def test_a_worker_validates_a_grid_as_this_process_would(store, tmp_path):
                           validate=workers.validate)
         assert [c.optim.lr for c in good.configs] == [0.1, 0.2]
         assert all(c.__dict__.get("_validated") == c.to_json() for c in good.configs)
+        workers._pool[0].process.kill()  # a worker that died: validated here, then replaced
+        workers._pool[0].process.join()
+        again = make_sweep({"name": "s", "base": TINY, "product": {"optim.lr": [0.1, 0.2]}},
+                           validate=workers.validate)
+        assert [c.to_json() for c in again.configs] == [c.to_json() for c in good.configs]
+        assert workers._pool == []
+        result = run_sweep(again, store, progress=False, executor=workers)
+        assert result.statuses == ["finished", "finished"]
     finally:
         workers.close()
 

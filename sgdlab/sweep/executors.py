@@ -233,7 +233,8 @@ class WorkerProcesses(Executor):
         try:
             conn.send(list(configs))
             answer = conn.recv()
-        except (EOFError, OSError):  # the worker died: validate here
+        except (EOFError, OSError):  # the worker died: validate here; run() starts another
+            self._pool.pop(0).stop(now=True)
             answer = _validate_here(configs)
         return _raise(answer)
 
