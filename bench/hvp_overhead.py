@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdlab.curvature import HessianOperator, hessian_eigs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from curvature import sgd  # noqa: E402  (the benchmarks' training loop)
+
+from sgdlab.curvature import HessianOperator, hessian_eigs  # noqa: E402
 
 
 def load(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,9 +50,14 @@ def load(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - x.mean()) / x.std(), y
 
 
-def standalone(model: nn.Module, x, y, reps: int = 10) -> float:
+def retained_gradient(model: nn.Module, x, y) -> tuple[list[torch.Tensor], tuple]:
+    """The parameters and ∇L with its graph kept (what both reference loops differentiate)."""
     params = list(model.parameters())
-    g = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+    return params, torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+
+
+def standalone(model: nn.Module, x, y, reps: int = 10) -> float:
+    params, g = retained_gradient(model, x, y)
     vs = [torch.randn_like(p) for p in params]
     torch.autograd.grad(g, params, vs, retain_graph=True)
     t0 = time.perf_counter()
@@ -59,9 +68,8 @@ def standalone(model: nn.Module, x, y, reps: int = 10) -> float:
 
 def three_term(model: nn.Module, x, y, products: int) -> float:
     """Seconds per product of the bare three-term recurrence (module docstring)."""
-    params = list(model.parameters())
+    params, g = retained_gradient(model, x, y)
     sizes = [p.numel() for p in params]
-    g = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
     V = torch.empty(products + 1, sum(sizes))
     AV = torch.empty(products, sum(sizes))
     V[0] = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(0))
@@ -97,13 +105,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
                               nn.Linear(128, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        idx = torch.randint(0, len(y_all), (128,), generator=gen)
-        opt.zero_grad()
-        F.cross_entropy(model(x_all[idx]), y_all[idx]).backward()
-        opt.step()
+    sgd(model, x_all, y_all, 200, gen)  # bench/curvature.py's loop: batch 128, lr 0.05
     perm = torch.randperm(len(y_all), generator=gen)
     rows = []
     for n in args.n:
