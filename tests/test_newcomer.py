@@ -73,11 +73,12 @@ def test_progress_says_what_runs_and_prints_without_a_terminal(capsys, monkeypat
     monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(clock)))
     bar = Progress(78, "demo")  # stderr is captured: not a terminal
     bar.doing("measuring hessian")
-    bar.doing("")
+    bar.done("hessian 2.1 s")
     bar.update(20, torch.tensor(0.5))
     bar.close()
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "demo: training 78 steps"
     assert any("step 0/78" in line and "measuring hessian" in line for line in err)
     assert any("step 20/78, loss 0.5000" in line for line in err) and err[-1].endswith("done")
+    assert any("step 20/78" in line and "last: hessian 2.1 s" in line for line in err)
     assert Progress(5, "quiet", enabled=False) and capsys.readouterr().err == ""

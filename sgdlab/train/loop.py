@@ -335,7 +335,7 @@ class Trainer:
             ctx.planned_update = planned_update(self.optimizer, params)
             self.bar.doing("measuring " + ", ".join(p.name for p in due))
             self.record("measure", due)
-            self.bar.doing("")
+            self.bar.done(self.probes.took(due))
 
     def _after_update(self, due) -> None:
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()

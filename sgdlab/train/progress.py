@@ -67,6 +67,11 @@ class Progress:
         elif self._plain and what:
             self._plain_line()
 
+    def done(self, took: str) -> None:
+        """The steps go on; say what the pause just ended cost ("last: hessian 2.1 s")
+        until the next one."""
+        self.doing(f"last: {took}" if took else "")
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
