@@ -18,7 +18,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from sgdlab.sweep.executors import Executor, Outcome, Task, WorkerProcesses, created_run
+from sgdlab.sweep.executors import (
+    Executor,
+    Outcome,
+    Task,
+    WorkerProcesses,
+    failed_outcome,
+    failure_message,
+)
 
 if TYPE_CHECKING:
     from sgdlab.store import Store
@@ -121,7 +128,7 @@ class Ensemble(Executor):
                 session = trainer.session(run, resume=task.action == "resume")
                 session.__enter__()
             except Exception as exc:
-                yield task, _failed(task, store, exc)
+                yield task, failed_outcome(task, store, exc)
                 continue
             opened.append((task, Member(trainer, session)))
         by_key: dict[tuple, list[tuple[Task, Member]]] = {}
@@ -132,7 +139,7 @@ class Ensemble(Executor):
             try:
                 train_stacked([m for _, m in group], self.backend)
             except Exception as exc:  # every member still training was marked failed
-                error = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
+                error = failure_message(exc)
             for task, member in group:
                 run = member.trainer.run
                 status = member.status or "failed"
@@ -148,8 +155,3 @@ def _rng_state():
     import torch
 
     return torch.get_rng_state()
-
-
-def _failed(task: Task, store: Store, exc: Exception) -> Outcome:
-    message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
-    return Outcome(task.run_id or created_run(store, task.config_hash), "failed", message)

@@ -89,8 +89,18 @@ def run_task(task: Task, store: Store, progress: bool | None = False) -> Outcome
             run = train(task.config, store, progress=progress)
         return Outcome(run.id, run.status, run.message)
     except Exception as exc:  # the trainer has marked the run failed (if it was created)
-        message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
-        return Outcome(task.run_id or created_run(store, task.config_hash), "failed", message)
+        return failed_outcome(task, store, exc)
+
+
+def failure_message(exc: BaseException) -> str:
+    """An exception as one line for a run's message: "Type: first line" (500 chars)."""
+    return (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
+
+
+def failed_outcome(task: Task, store: Store, exc: BaseException) -> Outcome:
+    """The task failed with ``exc``: its run (resumed, or the one it created, if any)."""
+    return Outcome(task.run_id or created_run(store, task.config_hash), "failed",
+                   failure_message(exc))
 
 
 def created_run(store: Store, config_hash: str) -> str | None:

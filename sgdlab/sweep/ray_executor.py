@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sgdlab.errors import SgdlabError
-from sgdlab.sweep.executors import Executor, Outcome, Task
+from sgdlab.sweep.executors import Executor, Outcome, Task, failure_message
 
 if TYPE_CHECKING:
     from sgdlab.store import Store
@@ -176,13 +176,13 @@ def ray_trial(task: Task, run_id: str, service, threads: int,
     try:
         trainer = Trainer(task.config, progress=False)
     except Exception as exc:  # nothing trained: the run says why
-        message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
+        message = failure_message(exc)
         run.set_status("failed", message=message)
         return Outcome(run_id, "failed", message)
     try:
         status = trainer.fit(run, resume=True)
     except Exception as exc:  # the trainer marked the run failed
-        message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
+        message = failure_message(exc)
         return Outcome(run_id, "failed", message)
     return Outcome(run_id, status, None if status == "finished" else run.message)
 
@@ -245,7 +245,7 @@ class RayExecutor(Executor):
                     run = store.create_run(cfg.to_dict(), name=cfg.name,
                                            group=cfg.group or None)
             except Exception as exc:
-                message = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:500]
+                message = failure_message(exc)
                 yield task, Outcome(task.run_id, "failed", message)
                 continue
             ref = trial.remote(task, run.id, self._service, self.threads, folders)
