@@ -41,7 +41,7 @@ def cmd_resume(args) -> int:
 def _tracks(args) -> list:
     from sgdlab.sinks.trackers import parse_track
 
-    return [parse_track(text) for text in getattr(args, "track", [])]
+    return [parse_track(text) for text in args.track]
 
 
 def cmd_ls(args) -> int:

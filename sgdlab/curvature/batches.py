@@ -110,8 +110,12 @@ def split(batch: Batch, size: int) -> list[Batch]:
 
 
 def head(batch: Batch, n: int) -> Batch:
-    """The first ``n`` examples of ``batch``."""
-    return split(batch, n)[0]
+    """The first ``n`` examples of ``batch`` (one slice, not :func:`split`'s every chunk)."""
+    size = batch_size(batch)
+    if size <= n:
+        return batch
+    leaves, spec = pytree.tree_flatten(batch)
+    return pytree.tree_unflatten([t[:n] if _per_example(t, size) else t for t in leaves], spec)
 
 
 def example_dims(batch: Batch) -> Any:

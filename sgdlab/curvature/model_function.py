@@ -93,7 +93,7 @@ class ModelFunction:
         if opts.loss is not None and loss_fn is not None:
             raise ValueError("pass loss_fn or loss=, not both")
         self.model, self.loss_fn = model, loss_fn
-        self.custom = opts.forward is not None or opts.loss is not None
+        custom = opts.forward is not None or opts.loss is not None
         self.reduction = resolve_reduction(opts, opts.loss or loss_fn)
         self.train, self.seed = bool(opts.train), int(opts.seed)
         self.names = select_parameters(model, opts.params)
@@ -120,7 +120,7 @@ class ModelFunction:
         self.memory_budget = int(opts.memory_budget or default_memory_budget(self.device))
         self._graph_bytes: float | None = None
         batches = B.as_batches(data)
-        if not self.custom:
+        if not custom:
             for b in batches:
                 B.check_pair(b)
         if opts.chunk_size is not None:
@@ -159,11 +159,6 @@ class ModelFunction:
     def weight(self, i: int) -> float:
         """w_i: n_i / N for a mean loss, 1 for a sum (module docstring)."""
         return self.sizes[i] / self.num_examples if self.reduction == "mean" else 1.0
-
-    @property
-    def scale(self) -> float:
-        """c in L = c Σ_j ℓ_j over the per-example losses ℓ_j: 1/N (mean) or 1 (sum)."""
-        return 1.0 / self.num_examples if self.reduction == "mean" else 1.0
 
     def scaled(self, value: Any) -> Any:
         """c · value (a division by N for a mean loss, as the code before sums had it)."""

@@ -115,16 +115,12 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
-def _atomic_write(
-    dest: Path, write: Callable[[BinaryIO], None], check: Callable[[Path], None] | None = None
-) -> None:
+def _atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        if check is not None:
-            check(Path(tmp))
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

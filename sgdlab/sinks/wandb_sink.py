@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from sgdlab.sinks.base import Record, RunInfo, Sink
 
@@ -58,9 +57,6 @@ class WandbSink(Sink):
         if self._pending:
             self.run.log(self._pending, step=self._step)
             self._pending = {}
-
-    def log_arrays(self, name: str, step: int, arrays: dict[str, Any]) -> None:
-        pass
 
     def flush(self) -> None:
         if self.run is not None:
