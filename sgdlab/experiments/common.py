@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -70,23 +68,12 @@ def cached(ctx, what: str, settings: dict, compute, *, save=None, load=None):
     """``compute()`` once per ``settings`` (JSON-able, e.g. run ids and options), cached in
     ``ctx.extra_dir`` as ``<what>-<hash>.json`` (or ``.npz`` with ``save(value, path)`` /
     ``load(path)``), so rerunning an experiment only re-reads what it computed."""
-    return _cached(Path(ctx.extra_dir), what, settings, compute, save=save, load=load)
-
-
-def cached_json(folder: Path, name: str, params: Any, compute: Callable[[], Any]) -> Any:
-    """``compute()``'s JSON-able result, kept in ``folder/<name>-<hash of params>.json``
-    (a rerun with the same parameters reads it instead of computing again)."""
-    return _cached(Path(folder), name, params, compute)
-
-
-def _cached(folder: Path, name: str, params: Any, compute: Callable[[], Any], *,
-            save=None, load=None) -> Any:
     from sgdlab.store.files import read_json, write_json
 
-    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-    path = folder / f"{name}-{key[:12]}.{'npz' if save else 'json'}"
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(ctx.extra_dir) / f"{what}-{key[:12]}.{'npz' if save else 'json'}"
     if path.is_file():
-        return load(path) if load else read_json(path, name)
+        return load(path) if load else read_json(path, what)
     value = compute()
     if save:
         save(value, path)

@@ -35,7 +35,7 @@ other, checked at every step.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from sgdlab.dynamics import (
     sgd,
 )
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import cached_json, plain
+from sgdlab.experiments.common import cached, plain
 
 KRAMERS_TOL = 0.15  # claim 1: |tau / tau_EK - 1| where dV/T >= KRAMERS_FROM
 KRAMERS_FROM = 5.0
@@ -84,6 +84,7 @@ GRIDS = {
 WELL = {"barrier": 1.0, "curvature": 8.0}
 SURFACE = {"barrier": 1.0, "curvature": 8.0, "transverse": 2.0, "coupling": 1.0,
            "angle": math.pi / 6}
+Cached = Callable[[str, dict, Callable], object]  # (name, parameters, compute) -> result
 VERSION = 2  # bump to invalidate the cache when the simulations change
 
 
@@ -103,7 +104,10 @@ class EscapeTimes(Experiment):
 
     def analyze(self, ctx: AnalysisContext):
         g = GRIDS[ctx.scale]
-        cache = Cache(ctx.extra_dir)
+
+        def cache(name: str, params: dict, compute):  # simulations keyed by their parameters
+            return cached(ctx, name, [VERSION, params], compute)
+
         kramers = kramers_rows(g, cache)
         discrete = discreteness_rows(g, cache)
         aniso = anisotropy_rows(g, cache)
@@ -111,17 +115,6 @@ class EscapeTimes(Experiment):
         checks = [kramers_check(kramers), arrhenius_check(kramers), discreteness_check(discrete),
                   chain_check(discrete), anisotropy_check(aniso), flat_sharp_check(flat)]
         return checks, figures(kramers, discrete, aniso, flat)
-
-
-# -- cache ------------------------------------------------------------------------------------
-class Cache:
-    """Simulation results keyed by name and parameters, under ``extra/``."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def __call__(self, name: str, params: dict, compute):
-        return cached_json(self.folder, name, [VERSION, params], compute)
 
 
 def _estimate(run) -> dict:
@@ -135,7 +128,7 @@ def _landscapes() -> dict:
 
 
 # -- 1. Eyring–Kramers and Arrhenius ---------------------------------------------------------
-def kramers_rows(g: dict, cache: Cache) -> list[dict]:
+def kramers_rows(g: dict, cache: Cached) -> list[dict]:
     """One batched SDE simulation per landscape: groups of chains at each dV/T (the noise
     scaled per chain), beside Eyring–Kramers and, in 1-D, the exact formulas."""
     rows = []
@@ -213,7 +206,7 @@ def arrhenius_check(rows: list[dict]) -> Check:
 
 
 # -- 2. discreteness at fixed eta/S ----------------------------------------------------------
-def discreteness_rows(g: dict, cache: Cache) -> list[dict]:
+def discreteness_rows(g: dict, cache: Cached) -> list[dict]:
     params = {k: g[k] for k in ("chains", "batches", "eta_per_s", "sgd_ratio", "n",
                                 "max_time_factor")}
     return cache("discreteness", params, lambda: _discreteness(g))
@@ -271,7 +264,7 @@ def chain_check(rows: list[dict]) -> Check:
 
 
 # -- 3. anisotropic noise --------------------------------------------------------------------
-def anisotropy_rows(g: dict, cache: Cache) -> list[dict]:
+def anisotropy_rows(g: dict, cache: Cached) -> list[dict]:
     params = {k: g[k] for k in ("chains", "dt", "aniso_trace", "max_time_factor")}
     return cache("anisotropy", params, lambda: _anisotropy(g))
 
@@ -306,7 +299,7 @@ def anisotropy_check(rows: list[dict]) -> Check:
 
 
 # -- 4. flat against sharp -------------------------------------------------------------------
-def flat_sharp_rows(g: dict, cache: Cache) -> list[dict]:
+def flat_sharp_rows(g: dict, cache: Cached) -> list[dict]:
     params = {k: g[k] for k in ("chains", "dt", "curvatures", "flat_sharp_t", "max_time_factor")}
     return cache("flat-sharp", params, lambda: _flat_sharp(g))
 

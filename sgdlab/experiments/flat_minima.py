@@ -97,11 +97,10 @@ def endpoints(ctx: AnalysisContext, sc: dict) -> list[dict]:
         if r["status"] != "finished":
             continue
         run = ctx.run(r["id"])
-        model, data, loss_fn = restore(run)
-        train = (data.x_train, data.y_train)
-        n = len(data.y_train)
 
-        def compute(model=model, loss_fn=loss_fn, train=train, n=n):
+        def compute(run=run):  # the run restored only when its endpoint is not cached
+            model, data, loss_fn = restore(run)
+            train, n = (data.x_train, data.y_train), len(data.y_train)
             sub = fixed_subset(train, min(sc["slice_n"], n), 0)
             s = slice_1d(model, loss_fn, sub, np.linspace(-1, 1, sc["points"]), seed=0)
             hsub = fixed_subset(train, min(sc["hessian_n"], n), 1)

@@ -32,7 +32,7 @@ import torch
 
 from sgdlab.dynamics.networks import NetworkChains, record, stack_states
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import cached_json, plain
+from sgdlab.experiments.common import cached, plain
 
 SVAG_TOL, AGREE_TOL = 0.02, 0.05  # relative tolerances of claims 1 and 2-3 (with 3 SE)
 DATA = {"name": "digits", "n_train": 1024, "normalize": "standardize", "download": False}
@@ -66,7 +66,7 @@ class SDEValidity(Experiment):
 
     def analyze(self, ctx: AnalysisContext):
         g = GRIDS[ctx.scale]
-        runs = cached_json(ctx.extra_dir, "trajectories", [VERSION, g], lambda: simulate(g))
+        runs = cached(ctx, "trajectories", [VERSION, g], lambda: simulate(g))
         checks = [svag_check(runs), agree_check(runs, small=True), agree_check(runs, small=False)]
         return checks, figures(runs)
 

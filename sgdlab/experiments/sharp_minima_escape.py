@@ -37,7 +37,7 @@ import torch
 
 from sgdlab.dynamics.networks import NetworkChains, escape_steps, stack_states
 from sgdlab.experiments.base import AnalysisContext, Check, Experiment, verdict
-from sgdlab.experiments.common import cached_json, plain, spearman
+from sgdlab.experiments.common import cached, plain, spearman
 
 R2_MIN = 0.9  # claim 1
 EQUAL_TOL, SDE_REGIME = 0.25, 0.5  # claim 3
@@ -92,8 +92,8 @@ class SharpMinimaEscape(Experiment):
     def analyze(self, ctx: AnalysisContext):
         g = GRIDS[ctx.scale]
         setup = load_minima(ctx, g)
-        rows = cached(ctx, "escape", g, lambda: escape_rows(setup, g))
-        gd = cached(ctx, "gd-stability", g, lambda: gd_rows(setup, g))
+        rows = results(ctx, "escape", g, lambda: escape_rows(setup, g))
+        gd = results(ctx, "gd-stability", g, lambda: gd_rows(setup, g))
         minima = [{k: m[k] for k in ("name", "lambda_max", "loss", "alpha")}
                   for m in setup["minima"]]
         checks = [ratio_check(rows), sharpness_check(rows), equal_ratio_check(rows),
@@ -101,9 +101,9 @@ class SharpMinimaEscape(Experiment):
         return checks, figures(rows, gd, minima, g)
 
 
-def cached(ctx: AnalysisContext, name: str, g: dict, compute):
-    """Results per grid and per set of runs, under ``extra/``."""
-    return cached_json(ctx.extra_dir, name, [VERSION, g, list(ctx.runs["id"])], compute)
+def results(ctx: AnalysisContext, name: str, g: dict, compute):
+    """Results per grid and per set of runs, under ``extra/`` (:func:`cached`)."""
+    return cached(ctx, name, [VERSION, g, list(ctx.runs["id"])], compute)
 
 
 # -- the minima ------------------------------------------------------------------------------
