@@ -24,6 +24,14 @@ RUN_FRAME_COLUMNS = ["id", "name", "group", "status", "created", "updated", "div
                      "message", "config_hash"]
 
 
+def _run_columns(row) -> dict[str, Any]:
+    """The :data:`RUN_FRAME_COLUMNS` of one index row."""
+    return {"id": row["id"], "name": row["name"], "group": row["grp"], "status": row["status"],
+            "created": row["created"], "updated": row["updated"],
+            "diverged_step": row["diverged_step"], "message": row["message"],
+            "config_hash": row["config_hash"]}
+
+
 def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     return [value] if isinstance(value, str) else None if value is None else list(value)
 
@@ -123,17 +131,17 @@ class Store:
         """One dict per run, oldest first: the run columns of :meth:`runs` and ``config``
         (flattened, dotted keys)."""
         rows = self._index.select_runs(status=_as_list(status), group=_as_list(group))
-        return [{"id": r["id"], "name": r["name"], "group": r["grp"], "status": r["status"],
-                 "created": r["created"], "updated": r["updated"],
-                 "diverged_step": r["diverged_step"], "message": r["message"],
-                 "config_hash": r["config_hash"],
-                 "config": flatten(json.loads(r["config_json"]))} for r in rows]
+        return [{**_run_columns(r), "config": flatten(json.loads(r["config_json"]))}
+                for r in rows]
 
-    def last_metrics(self, run_id: str | Run) -> dict[str, tuple[int, float]]:
-        """``{name: (step, value)}`` at each metric's last step, for one run."""
+    def last_metrics(self, run_id: str | Run, names: Iterable[str] | None = None
+                     ) -> dict[str, tuple[int, float]]:
+        """``{name: (step, value)}`` at each metric's last step (of ``names``, default all),
+        for one run."""
         run = self.get_run(run_id)
         out: dict[str, tuple[int, float]] = {}
-        for _, step, _, name, value in self._index.metrics([run.id], None):
+        wanted = None if names is None else list(names)
+        for _, step, _, name, value in self._index.metrics([run.id], wanted):
             out[name] = (step, float("nan") if value is None else value)  # ordered by step
         return out
 
@@ -155,10 +163,7 @@ class Store:
             params = {(f"config.{k}" if k in RUN_FRAME_COLUMNS else k): v
                       for k, v in flatten(json.loads(r["config_json"])).items()}
             param_columns.update(dict.fromkeys(params))
-            records.append({"id": r["id"], "name": r["name"], "group": r["grp"],
-                            "status": r["status"], "created": r["created"],
-                            "updated": r["updated"], "diverged_step": r["diverged_step"],
-                            "message": r["message"], "config_hash": r["config_hash"], **params})
+            records.append({**_run_columns(r), **params})
         frame = pd.DataFrame.from_records(records, columns=RUN_FRAME_COLUMNS + list(param_columns))
         for column in ("created", "updated"):
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")

@@ -137,7 +137,7 @@ def run_sweep(sweep: Sweep, store: Store, workers: int = 0, progress: bool = Tru
 def _summary_line(store: Store, task: Task, outcome: Outcome, prefix: str) -> str:
     run_id, status, message = outcome.run_id, outcome.status, outcome.message
     parts = [prefix, f"{status:<8}", run_id or task.config.name]
-    if run_id is not None and (acc := store.last_metrics(run_id).get("test/acc")):
+    if run_id is not None and (acc := store.last_metrics(run_id, ["test/acc"]).get("test/acc")):
         parts.append(f"test/acc={acc[1]:.4f}")
     if message and status != "finished":
         parts.append(f"({message})")
