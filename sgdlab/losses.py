@@ -22,20 +22,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from sgdlab.config import LOSSES
 from sgdlab.errors import ConfigError
 from sgdlab.imports import is_import_path, resolve
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-BUILTIN = ("cross_entropy", "mse")
 
 
 def check_loss(name: str) -> Callable | None:
     """The user's per-example loss function for an import path (None for a built-in name);
     ConfigError naming ``train.loss`` otherwise."""
     if is_import_path(name):
-        return resolve("train.loss", name)
-    if name not in BUILTIN:
-        raise ConfigError(f"train.loss: {name!r} is not one of {', '.join(BUILTIN)}, "
+        return _user_loss(name)  # resolved once per process, as training will use it
+    if name not in LOSSES:
+        raise ConfigError(f"train.loss: {name!r} is not one of {', '.join(LOSSES)}, "
                           "package.module:function")
     return None
 
@@ -81,7 +81,7 @@ def per_example_loss(name: str, outputs: torch.Tensor, targets: torch.Tensor) ->
 
 def make_loss(name: str) -> LossFn:
     """Mean-over-examples loss function for ``train.loss``."""
-    if name not in BUILTIN and not is_import_path(name):
+    if name not in LOSSES and not is_import_path(name):
         raise ValueError(f"unknown loss {name!r}")
     if is_import_path(name):
         user = _user_loss(name)
