@@ -11,3 +11,8 @@ class ConfigError(SgdlabError):
 
 class DataError(SgdlabError):
     """A data file or folder is missing, corrupted or in the wrong format; names the file."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none), to quote it in one."""
+    return (str(exc).splitlines() or [""])[0]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sgdlab.config import LOSSES
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, first_line
 from sgdlab.imports import is_import_path, resolve
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,7 +53,7 @@ def check_outputs(name: str, outputs: torch.Tensor, targets: torch.Tensor) -> No
     except ConfigError:
         raise
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
+        first = first_line(exc)
         raise ConfigError(f"train.loss: {name!r} raised {type(exc).__name__} on outputs of "
                           f"shape {tuple(outputs.shape)}: {first}") from None
     if not isinstance(losses, torch.Tensor) or losses.shape != (len(outputs),):

@@ -25,7 +25,7 @@ import numpy as np
 
 from sgdlab.config import DataConfig
 from sgdlab.data.sources import RawData, _check_labels, _inputs, _labels
-from sgdlab.errors import ConfigError, DataError
+from sgdlab.errors import ConfigError, DataError, first_line
 from sgdlab.imports import check_signature, resolve
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -47,7 +47,7 @@ def load_user(cfg: DataConfig, seed: int) -> RawData:
     except (ConfigError, DataError):
         raise
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
+        first = first_line(exc)
         raise ConfigError(f"{where} raised {type(exc).__name__}: {first}") from None
     arrays, n_classes = _unpack(out, where)
     x_train, y_train, x_test, y_test = (_array(arrays[k], k, where) for k in KEYS)

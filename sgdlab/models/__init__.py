@@ -36,7 +36,7 @@ from collections.abc import Callable
 from torch import nn
 
 from sgdlab.config import ModelConfig
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, first_line
 from sgdlab.imports import check_signature, is_import_path, resolve
 from sgdlab.models.cnn import SimpleCNN, build_cnn
 from sgdlab.models.mlp import MLP, build_mlp
@@ -80,7 +80,7 @@ def _user_builder(path: str, fn: Callable) -> Builder:
         except ConfigError:
             raise
         except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0]
+            first = first_line(exc)
             raise ConfigError(f"model.name: {path!r} raised {type(exc).__name__}: {first}"
                               ) from None
         if not isinstance(model, nn.Module):

@@ -11,7 +11,7 @@ import torch
 
 from sgdlab.config import RunConfig
 from sgdlab.data import check_data
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, first_line
 from sgdlab.evaluation import eval_mode
 from sgdlab.imports import is_import_path
 from sgdlab.losses import check_loss, check_outputs
@@ -60,7 +60,7 @@ def check_user_code(cfg: RunConfig, model: torch.nn.Module, data) -> None:
         try:
             out = model(x)
         except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0]
+            first = first_line(exc)
             raise ConfigError(f"model.name: {cfg.model.name!r} failed on a batch of shape "
                               f"{tuple(x.shape)} ({type(exc).__name__}: {first})") from None
         expected = (len(x), data.n_classes)
