@@ -176,14 +176,12 @@ def train_stacked(members: list[Member], backend: str = "auto") -> None:
             _end(m, lambda tr: tr._finish())
         return
     stack = StackedModel([m.trainer.model for m in active], t0.cfg.train.loss, backend)
+    trainers = [m.trainer for m in active]
+    shared = _share_batches(trainers)
     try:
         while active:
-            trainers = [m.trainer for m in active]
             batches = [tr.next_batch() for tr in trainers]
             first = trainers[0]
-            shared = all(tr.data is first.data and tr.cfg.seed == first.cfg.seed
-                         and tr.cfg.train.input_noise == first.cfg.train.input_noise
-                         for tr in trainers)
             if shared:
                 xs, ys = first.batch(first.data.x_train, first.data.y_train, batches[0][0])
                 x_of = [(xs, ys)] * len(trainers)
@@ -203,14 +201,23 @@ def train_stacked(members: list[Member], backend: str = "auto") -> None:
                 ended |= _step(m, losses[i], lr, x, y)
             if ended:
                 active = [m for m in active if m.status is None]
+                trainers = [m.trainer for m in active]
                 if active:
                     stack.restack([m.trainer.model for m in active])
+                    shared = _share_batches(trainers)
     except BaseException as exc:  # the stack itself failed: every member still active fails
         for m in active:
             if m.status is None:
                 m.status = "failed"
                 m.session.__exit__(type(exc), exc, exc.__traceback__)
         raise
+
+
+def _share_batches(trainers: list) -> bool:
+    """One batch serves every member: the same data, seed (batch order) and input noise."""
+    first = trainers[0]
+    return all(tr.data is first.data and tr.cfg.seed == first.cfg.seed
+               and tr.cfg.train.input_noise == first.cfg.train.input_noise for tr in trainers)
 
 
 def _step(member: Member, loss: Tensor, lr: float, x: Tensor, y: Tensor) -> bool:
