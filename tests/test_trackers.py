@@ -260,6 +260,27 @@ def test_a_sweep_tracks_every_run_from_its_worker(tmp_path):
         assert all(equal(got[k], float(np.float32(v))) for k, v in want.items())
 
 
+def test_a_sweep_keeps_a_tracker_destination_as_given(tmp_path):
+    """`--track KIND=DEST` reaches each run's config as DEST, whatever its characters (the
+    sweep once wrote it into TOML through JSON escapes, which TOML refuses for characters
+    outside the BMP, and the value silently became a string)."""
+    pytest.importorskip("tensorboard")
+    from sgdlab.store import Store
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('name = "dest"\n[base]\ndata = { name = "digits" }\n'
+                    'model = { name = "mlp", depth = 1, width = 8 }\ntrain = { epochs = 1 }\n')
+    dest = tmp_path / "tb \U0001F600 \"quoted\" \\ é"
+    r = subprocess.run([sys.executable, "-m", "sgdlab.cli", "--store", str(tmp_path / "st"),
+                        "-q", "sweep", str(grid), "--track", f"tensorboard={dest}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (run,) = Store(tmp_path / "st").find_runs(group="dest")
+    assert run.config["trackers"] == [{"kind": "tensorboard", "dest": str(dest), "project": "",
+                                        "online": False}]
+    assert (dest / run.id).is_dir()
+
+
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
     import importlib.util
 

@@ -8,7 +8,6 @@ imports (torch, pandas) happen inside the commands.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def _sweep(args, store, executor) -> int:
     from sgdlab.sweep.grid import load_grid
 
     tracks = [dataclasses.asdict(parse_track(t)) for t in args.track]
-    sweep = load_grid(args.grid, [*args.set, *([f"trackers={_toml(tracks)}"] if tracks else [])],
+    sweep = load_grid(args.grid, [*args.set, *([("trackers", tracks)] if tracks else [])],
                       validate=getattr(executor, "validate", None))  # workers: not here
     if args.dry_run:
         tasks = plan_sweep(sweep, store)
@@ -48,14 +47,6 @@ def _sweep(args, store, executor) -> int:
     result = run_sweep(sweep, store, progress=not args.quiet, executor=executor)
     print(result)
     return 0 if result.failed + result.killed == 0 else 1
-
-
-def _toml(items: list[dict]) -> str:
-    """Inline TOML for a list of flat tables of strings and booleans."""
-    def value(v):
-        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
-    return "[" + ", ".join("{" + ", ".join(f"{k} = {value(v)}" for k, v in d.items()) + "}"
-                           for d in items) + "]"
 
 
 def executor_from_args(args):

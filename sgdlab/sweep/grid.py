@@ -79,7 +79,7 @@ class _Axis:
         return f"seeds[{i}]" if self.label == "seeds" else f"{self.label}.{key}[{i}]"
 
 
-def load_grid(path: str | Path, overrides: list[str] | dict[str, Any] | None = None,
+def load_grid(path: str | Path, overrides: list | dict[str, Any] | None = None,
               validate: Validator | None = None) -> Sweep:
     """Read a TOML grid file and expand it (see the module docstring; ``validate``: as in
     :func:`make_sweep`)."""
@@ -90,14 +90,14 @@ def load_grid(path: str | Path, overrides: list[str] | dict[str, Any] | None = N
 
 
 def expand_grid(grid: dict, base_dir: str | Path = ".",
-                overrides: list[str] | dict[str, Any] | None = None,
+                overrides: list | dict[str, Any] | None = None,
                 source: str = "grid") -> list[RunConfig]:
     """The validated configs of every point of ``grid`` (a dict shaped like a grid file)."""
     return make_sweep(grid, base_dir, overrides, source).configs
 
 
 def make_sweep(grid: dict, base_dir: str | Path = ".",
-               overrides: list[str] | dict[str, Any] | None = None,
+               overrides: list | dict[str, Any] | None = None,
                source: str = "grid", validate: Validator | None = None) -> Sweep:
     """Like :func:`expand_grid`, returning the whole :class:`Sweep`.
 
@@ -165,8 +165,8 @@ def _route_overrides(grid: dict, overrides, fail) -> tuple[dict, dict[str, Any]]
         grid["base"] = {"include": grid["base"]}  # so that base.<field>=... works
     if isinstance(overrides, dict):
         items = overrides.items()
-    else:
-        items = map(parse_override, overrides or [])
+    else:  # "key=value" texts (--set), or (key, value) pairs of values already parsed
+        items = (o if isinstance(o, tuple) else parse_override(o) for o in overrides or [])
     config = {}
     for key, value in items:
         head = key.split(".")[0]
