@@ -141,6 +141,13 @@ def init_block(init: object, dim: int) -> Tensor:
     return block
 
 
+def with_random_part(v: Tensor, gen: torch.Generator) -> Tensor:
+    """A warm start v plus a random vector of 10% of its norm (lets directions that entered
+    the wanted set since the previous measurement be found)."""
+    z = randn(v.shape, gen, v.dtype, v.device)
+    return v + (0.1 * float(v.norm()) / float(z.norm())) * z
+
+
 DGKS = 0.5 ** 0.5  # a second Gram-Schmidt pass only when the first cancelled more than this
 
 
@@ -268,9 +275,7 @@ def lanczos(
         start = init_block(init, dim).to(device=dev, dtype=dt)
         if block_size == 1:  # one vector: Σ u_i / ‖u_i‖ plus a 10% random part
             start = start / start.norm(dim=1, keepdim=True).clamp_min(1e-300)
-            z = randn((dim,), gen, dt, dev)
-            mix = start.sum(0)
-            start = (mix + (0.1 * float(mix.norm()) / float(z.norm())) * z)[None]
+            start = with_random_part(start.sum(0), gen)[None]
     else:
         start = randn((min(block_size, dim), dim), gen, dt, dev)
     Q, _ = orthonormalize(start, start.new_zeros(0, dim), gen, replace=False)
@@ -310,6 +315,7 @@ class _Search:
         self.cold = True  # a random start block (no ``init``)
         self.W_norms = np.zeros(0)  # the rows' norms of the last step's W
         self._ritz: tuple | None = None  # (state, Y, residuals) of the last true_residuals
+        self._full: tuple | None = None  # (state, θ, S) of the last final_rayleigh_ritz
 
     # --- merged view: locked pairs, then the current sweep's Ritz pairs -----------------
     def values(self) -> np.ndarray:
@@ -512,9 +518,12 @@ class _Search:
         back the couplings that locking dropped (no product; only after a restart)."""
         if self.last_complete is None or self.j == 0:
             return
-        V, AV = self.V[: self.j], self.AV[: self.j]
-        H = (V @ AV.T).double().cpu().numpy()
-        self.theta, self.S = symmetric_eigh(0.5 * (H + H.T))
+        key = (self.steps, self.j, self.L)  # the stop test's, when result() follows it
+        if self._full is None or self._full[0] != key:
+            V, AV = self.V[: self.j], self.AV[: self.j]
+            H = (V @ AV.T).double().cpu().numpy()
+            self._full = (key, *symmetric_eigh(0.5 * (H + H.T)))
+        self.theta, self.S = self._full[1], self._full[2]
         self.L, self.locked = 0, np.zeros(0)
 
     def result(self, certified: bool, return_vectors: bool, seconds: float) -> EigResult:

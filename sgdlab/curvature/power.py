@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.curvature._random import make_generator, randn
-from sgdlab.curvature.lanczos import init_block, residual_scale
+from sgdlab.curvature.lanczos import init_block, residual_scale, with_random_part
 from sgdlab.curvature.linop import LinearOperator
 from sgdlab.curvature.results import EigResult
 
@@ -68,8 +68,7 @@ def power_iteration(
     norm = 0.0  # estimate of ‖A‖: the largest ‖A v‖ seen
     for i in range(k):
         if starts is not None and i < len(starts):  # a warm start, plus a 10% random part
-            z = randn((dim,), gen, dt, dev)
-            v = starts[i] + (0.1 * float(starts[i].norm()) / float(z.norm())) * z
+            v = with_random_part(starts[i], gen)
         else:
             v = randn((dim,), gen, dt, dev)
         v = _deflated_unit(v, U, gen)
