@@ -108,11 +108,14 @@ class IterativeInference(Experiment):
 
     def analyze(self, ctx: AnalysisContext):
         done = ctx.runs[ctx.runs["status"] == "finished"]
-        mode = [_sharing(r) for _, r in done.iterrows()]
-        rows = [block_study(ctx, r["id"], int(r["seed"])) for (_, r), m in zip(done.iterrows(),
-                                                                            mode) if m == "none"]
-        shared = [sharing_study(ctx, r["id"], int(r["seed"]), m)
-                  for (_, r), m in zip(done.iterrows(), mode)]
+        rows, shared = [], []
+        for _, r in done.iterrows():
+            mode, seed = _sharing(r), int(r["seed"])
+            trained = load_trained(ctx, r["id"])  # restored once for both studies
+            block = block_study(ctx, r["id"], seed, trained) if mode == "none" else None
+            if block is not None:
+                rows.append(block)
+            shared.append(sharing_study(r["id"], seed, mode, trained, block))
         checks = [_cos_check(rows), _ratio_check(rows), _drop_check(rows), _unroll_check(rows),
                   *_sharing_checks(shared)]
         return checks, figures(rows) + sharing_figures(shared)
@@ -136,12 +139,12 @@ def _loss_acc(model, loss_fn, x, y, **variant) -> tuple[float, float]:
     return float(loss_fn(out, y)), float((out.argmax(-1) == y).double().mean())
 
 
-def block_study(ctx: AnalysisContext, run_id: str, seed: int) -> dict:
-    """The probe's per-block cos and ratio over training, and the trained network's test
-    accuracy with each block dropped and its training loss with the last block unrolled."""
-    run = ctx.run(run_id)
-    series = run.load_arrays("residual")
-    model, data, loss_fn = load_trained(ctx, run_id)
+def block_study(ctx: AnalysisContext, run_id: str, seed: int, trained) -> dict:
+    """The probe's per-block cos and ratio over training, and the trained network's
+    (``trained``: :func:`load_trained`) test accuracy with each block dropped and its
+    training loss with the last block unrolled."""
+    series = ctx.run(run_id).load_arrays("residual")
+    model, data, loss_fn = trained
     base_loss, base_acc = _loss_acc(model, loss_fn, data.x_test, data.y_test)
     drops = [base_acc - _loss_acc(model, loss_fn, data.x_test, data.y_test, drop=i)[1]
              for i in range(len(model.blocks))]
@@ -172,11 +175,15 @@ def stream_norms(model, x: torch.Tensor) -> np.ndarray:
     return torch.cat(out).double().mean(0).numpy()
 
 
-def sharing_study(ctx: AnalysisContext, run_id: str, seed: int, mode: str) -> dict:
-    """A trained network's stream norms and its training and test accuracy (eval mode)."""
-    model, data, loss_fn = load_trained(ctx, run_id)
-    _, train_acc = _loss_acc(model, loss_fn, data.x_train, data.y_train)
-    _, test_acc = _loss_acc(model, loss_fn, data.x_test, data.y_test)
+def sharing_study(run_id: str, seed: int, mode: str, trained, block: dict | None = None) -> dict:
+    """A trained network's stream norms and its training and test accuracy (eval mode);
+    an unshared run's accuracies are its ``block`` study's (the same forward passes)."""
+    model, data, loss_fn = trained
+    if block is not None:
+        train_acc, test_acc = float(block["unroll"][0][1]), block["test_acc"]
+    else:
+        _, train_acc = _loss_acc(model, loss_fn, data.x_train, data.y_train)
+        _, test_acc = _loss_acc(model, loss_fn, data.x_test, data.y_test)
     norms = stream_norms(model, data.x_train)
     return {"id": run_id, "seed": seed, "mode": mode, "norms": norms,
             "growth": float(norms[-1] / norms[0]), "train_acc": train_acc,
