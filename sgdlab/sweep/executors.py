@@ -221,15 +221,18 @@ class WorkerProcesses(Executor):
         self.workers = workers
         self.threads = threads or max(1, cpu_count() // workers)
         self._pool: list[_Worker] = []
+        self._root: str | None = None  # the store the pool's workers write to
+
+    def _spawn(self, root: str, n: int) -> list[_Worker]:
+        self._root = root
+        context = multiprocessing.get_context("spawn")
+        return [_Worker(context, self.threads, root) for _ in range(n)]
 
     def start(self, store: Store) -> None:
         """Spawn the workers now (they import torch and the trainer while the caller
         plans the sweep); :meth:`run` uses them, stopping those it has no task for."""
         if not self._pool:
-            context = multiprocessing.get_context("spawn")
-            self._pool = [_Worker(context, self.threads, str(store.root))
-                          for _ in range(self.workers)]
-            self._root = str(store.root)
+            self._pool = self._spawn(str(store.root), self.workers)
 
     def validate(self, configs: list[RunConfig]) -> list[RunConfig | str]:
         """Validate configs in the first worker (:func:`sgdlab.train.validate.validate_configs`,
@@ -249,17 +252,15 @@ class WorkerProcesses(Executor):
         return _raise(answer)
 
     def run(self, tasks: Sequence[Task], store: Store) -> Iterator[tuple[Task, Outcome]]:
-        context = multiprocessing.get_context("spawn")
         root = str(store.root)
         queue = deque(tasks)
-        if self._pool and getattr(self, "_root", None) != root:
+        if self._pool and self._root != root:
             self.close()
         wanted = min(self.workers, len(queue))
         for worker in self._pool[wanted:]:
             worker.stop()
-        self._pool = self._pool[:wanted]
-        self._pool += [_Worker(context, self.threads, root)
-                       for _ in range(wanted - len(self._pool))]
+        kept = self._pool[:wanted]
+        self._pool = kept + self._spawn(root, wanted - len(kept))
         for worker in self._pool:
             worker.give(queue.popleft())
         while busy := [w for w in self._pool if w.task is not None]:
@@ -286,7 +287,7 @@ class WorkerProcesses(Executor):
                     yield task, Outcome(task.run_id or created_run(store, task.config_hash),
                                         "killed", f"worker process died (exit code {code})")
                     if queue:  # a new worker takes the dead one's place
-                        fresh = _Worker(context, self.threads, root)
+                        (fresh,) = self._spawn(root, 1)
                         self._pool.append(fresh)
                         fresh.give(queue.popleft())
         self.close()
