@@ -152,9 +152,13 @@ class Run:
         if not folder.is_dir():
             have = ", ".join(self.array_names()) or "none"
             raise StoreError(f"run '{self.id}' has no arrays '{name}' (has: {have})")
-        wanted = None if steps is None else {int(s) for s in steps}
-        return [(s, files.read_npz(folder / f"{s:09d}.npz")) for s in files.array_steps(folder)
-                if wanted is None or s in wanted]
+        if steps is None:
+            found = files.array_steps(folder)
+        else:  # the asked steps that exist, without listing the folder (one call per step
+            # while replaying a run would make that quadratic)
+            found = [s for s in sorted({int(s) for s in steps})
+                     if (folder / f"{s:09d}.npz").is_file()]
+        return [(s, files.read_npz(folder / f"{s:09d}.npz")) for s in found]
 
     def truncate_arrays(self, after_step: int) -> int:
         """Delete arrays saved at steps > ``after_step`` (on resume); returns the count."""
