@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
+from sgdlab.dynamics.schemes import svag_coefficients
+
 
 def stack_states(model: nn.Module, states: list[dict[str, Tensor]] | None = None,
                  n_chains: int | None = None) -> dict[str, Tensor]:
@@ -129,8 +131,7 @@ class NetworkChains:
     def svag_step(self, lr: float, batch_size: int, l: int) -> None:
         if l == 1:
             return self.sgd_step(lr, batch_size)
-        r = math.sqrt(2 * l - 1)
-        c1, c2 = (1 + r) / 2, (1 - r) / 2
+        c1, c2 = svag_coefficients(l)
         m = self.n_chains
         idx = self._indices(batch_size, 2)
         g1 = self.minibatch_gradients(idx[:m])

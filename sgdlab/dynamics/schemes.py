@@ -39,6 +39,14 @@ from sgdlab.dynamics.finite_sum import FiniteSum, as_covariance, matrix_sqrt
 from sgdlab.dynamics.potentials import Potential, Quadratic
 
 
+def svag_coefficients(l: int) -> tuple[float, float]:
+    """SVAG's (c1, c2) = ((1 + √(2l − 1))/2, (1 − √(2l − 1))/2): c1 + c2 = 1 and
+    c1² + c2² = l, so the two-batch gradient keeps the mean and multiplies the noise's
+    covariance by l (Li, Malladi & Arora 2021)."""
+    r = math.sqrt(2 * l - 1)
+    return (1 + r) / 2, (1 - r) / 2
+
+
 # -- noise samplers: sample(k, chains, gen, dtype) -> (k, n, d) ---------------------------------
 class GaussianNoise:
     """xi ~ N(0, Sigma); ``std_scale`` (per chain, optional) multiplies xi: a grid of
@@ -97,8 +105,7 @@ class SVAGNoise(MinibatchNoise):
         if l < 1:
             raise ValueError(f"SVAG: l must be >= 1, got {l}")
         self.l = int(l)
-        r = math.sqrt(2 * self.l - 1)
-        self.c1, self.c2 = (1 + r) / 2, (1 - r) / 2
+        self.c1, self.c2 = svag_coefficients(self.l)
 
     def sample(self, k: int, chains: Tensor, gen: np.random.Generator, dtype) -> Tensor:
         if self.l == 1:
